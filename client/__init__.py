@@ -1,0 +1,1 @@
+"""Thin Python client for the mini-VLM Triton ensemble (no torch)."""

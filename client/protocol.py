@@ -1,0 +1,99 @@
+"""Names of every Triton model and tensor in the pipeline: the single source of truth.
+
+The model repository's ``config.pbtxt`` files, the ONNX exports and the client all use these names; a test
+parses each config with protobuf and each ONNX graph and checks them against this module. It imports
+nothing heavy so the client can use it without torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TASKS = ("caption", "od", "vqa")          # index order = router logit order = the notebook's labels 0, 1, 2
+TASK_TAGS = {"caption": "[CAPTION]", "od": "[OD]", "vqa": "[VQA]"}
+NO_TASK = -1                               # "no tag / no override" in INT32 task-id tensors
+
+# How the task was chosen, reported in the response's `routing` field.
+ROUTED_BY_ROUTER = "router"
+ROUTED_BY_TAG = "tag"
+ROUTED_BY_OVERRIDE = "override"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str                 # Triton dtype name without the TYPE_ prefix: BYTES, FP32, INT32, INT64, BOOL
+    dims: tuple[int, ...]      # per request, without the batch axis; -1 = variable
+    optional: bool = False
+
+
+# --- ensemble "vlm": what clients send and receive -------------------------------------------------------
+ENSEMBLE = "vlm"
+IMAGE = Tensor("image", "BYTES", (1,))
+QUERY = Tensor("query", "BYTES", (1,))
+TASK_OVERRIDE = Tensor("task_override", "BYTES", (1,), optional=True)
+MAX_NEW_TOKENS = Tensor("max_new_tokens", "INT32", (1,), optional=True)
+TEMPERATURE = Tensor("temperature", "FP32", (1,), optional=True)
+TOP_P = Tensor("top_p", "FP32", (1,), optional=True)
+SEED = Tensor("seed", "INT64", (1,), optional=True)
+ENSEMBLE_INPUTS = (IMAGE, QUERY, TASK_OVERRIDE, MAX_NEW_TOKENS, TEMPERATURE, TOP_P, SEED)
+GENERATION_OPTIONS = (MAX_NEW_TOKENS, TEMPERATURE, TOP_P, SEED)
+
+TASK = Tensor("task", "BYTES", (1,))
+ROUTING = Tensor("routing", "BYTES", (1,))
+CONFIDENCE = Tensor("confidence", "FP32", (1,))
+TEXT = Tensor("text", "BYTES", (1,))
+OBJECTS = Tensor("objects", "BYTES", (1,))              # JSON list of {"label", "bbox"}; "[]" for other tasks
+JSON_VALID = Tensor("json_valid", "BOOL", (1,))         # OD: raw text parsed as JSON without repair
+FINISH_REASON = Tensor("finish_reason", "BYTES", (1,))  # "stop" (EOS) or "length"
+PROMPT_TOKENS = Tensor("prompt_tokens", "INT32", (1,))
+COMPLETION_TOKENS = Tensor("completion_tokens", "INT32", (1,))
+ENSEMBLE_OUTPUTS = (TASK, ROUTING, CONFIDENCE, TEXT, OBJECTS, JSON_VALID, FINISH_REASON, PROMPT_TOKENS,
+                    COMPLETION_TOKENS)
+
+# --- image_preprocess: encoded image bytes -> pixel values ------------------------------------------------
+IMAGE_PREPROCESS = "image_preprocess"
+PIXEL_VALUES = Tensor("pixel_values", "FP32", (3, 224, 224))
+IMAGE_PREPROCESS_INPUTS = (IMAGE,)
+IMAGE_PREPROCESS_OUTPUTS = (PIXEL_VALUES,)
+
+# --- query_preprocess: query text -> router tokens, explicit tag / override, cleaned question -------------
+QUERY_PREPROCESS = "query_preprocess"
+INPUT_IDS = Tensor("input_ids", "INT64", (-1,))
+ATTENTION_MASK = Tensor("attention_mask", "INT64", (-1,))
+QUESTION = Tensor("question", "BYTES", (1,))            # the query with any explicit tag removed
+FORCED_TASK = Tensor("forced_task", "INT32", (1,))      # task id from a tag or override, NO_TASK otherwise
+FORCED_BY = Tensor("forced_by", "BYTES", (1,))          # ROUTED_BY_TAG / ROUTED_BY_OVERRIDE / ""
+QUERY_PREPROCESS_INPUTS = (QUERY, TASK_OVERRIDE)
+QUERY_PREPROCESS_OUTPUTS = (INPUT_IDS, ATTENTION_MASK, QUESTION, FORCED_TASK, FORCED_BY)
+
+# --- router: query tokens -> calibrated task probabilities ----------------------------------------------
+ROUTER = "router"
+TASK_PROBS = Tensor("task_probs", "FP32", (len(TASKS),))
+ROUTER_INPUTS = (INPUT_IDS, ATTENTION_MASK)
+ROUTER_OUTPUTS = (TASK_PROBS,)
+
+# --- vision_encoder: ViT + projector ---------------------------------------------------------------------
+VISION_ENCODER = "vision_encoder"
+IMAGE_EMBEDS = Tensor("image_embeds", "FP32", (-1, -1))   # (197, language hidden size) at full size
+VISION_INPUTS = (PIXEL_VALUES,)
+VISION_OUTPUTS = (IMAGE_EMBEDS,)
+
+# --- generator: routing decision + SmolLM decoding -------------------------------------------------------
+GENERATOR = "generator"
+GENERATOR_INPUTS = (IMAGE_EMBEDS, TASK_PROBS, QUESTION, FORCED_TASK, FORCED_BY) + GENERATION_OPTIONS
+GENERATOR_OUTPUTS = ENSEMBLE_OUTPUTS
+
+# --- ensemble "route": the router on its own, for clients that only want the task ------------------------
+ROUTE_ENSEMBLE = "route"
+ROUTE_INPUTS = (QUERY, TASK_OVERRIDE)
+ROUTE_OUTPUTS = (TASK_PROBS, FORCED_TASK, FORCED_BY)
+
+MODELS = {
+    IMAGE_PREPROCESS: (IMAGE_PREPROCESS_INPUTS, IMAGE_PREPROCESS_OUTPUTS),
+    QUERY_PREPROCESS: (QUERY_PREPROCESS_INPUTS, QUERY_PREPROCESS_OUTPUTS),
+    ROUTER: (ROUTER_INPUTS, ROUTER_OUTPUTS),
+    VISION_ENCODER: (VISION_INPUTS, VISION_OUTPUTS),
+    GENERATOR: (GENERATOR_INPUTS, GENERATOR_OUTPUTS),
+    ENSEMBLE: (ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS),
+    ROUTE_ENSEMBLE: (ROUTE_INPUTS, ROUTE_OUTPUTS),
+}
