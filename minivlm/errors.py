@@ -1,0 +1,13 @@
+"""The package's exception types."""
+
+
+class InputError(ValueError):
+    """A request's input is unusable; the message names the problem and the offending value."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file, key or tensor shape does not match what the model expects."""
+
+
+class ExportParityError(RuntimeError):
+    """An exported graph's outputs differ from PyTorch by more than the stated tolerance."""

@@ -1,0 +1,371 @@
+"""Start and stop a real ``tritonserver`` (2.51) from the nvidia-pytriton wheel, and find ``perf_analyzer``.
+
+The wheel ships the server binary, its libraries, the python backend and one python-backend stub per
+Python version. The backend folder inside site-packages may be read-only and holds no stub, so we copy it
+to a writable cache folder and put the stub of the running Python beside ``libtriton_python.so``.
+
+Anonymous clients may only check health, read metadata/config and run inference: model control,
+shared memory, statistics, trace and logging need a random admin key held by ``TritonServer``.
+"""
+from __future__ import annotations
+
+import ctypes.util
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+ADMIN_HEADER = "admin-key"                                # HTTP header name
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # gRPC metadata key: Triton adds this prefix
+# Everything but health, metadata, model-config and inference. model-config stays open because
+# perf_analyzer and clients read it; model-repository covers load/unload (model control).
+RESTRICTED_APIS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
+
+
+class TritonServerError(RuntimeError):
+    """The server could not be found, started, or stopped; the message says why (with the log tail)."""
+
+
+class TritonNotInstalledError(TritonServerError):
+    """A file the server needs is missing from the installed wheels or the system."""
+
+
+# --- where the wheel keeps things ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TritonPaths:
+    server: Path          # the tritonserver binary
+    libs: Path            # nvidia_pytriton.libs: the server's shared libraries
+    python_backend: Path  # folder holding libtriton_python.so and triton_python_backend_utils.py
+    stub: Path            # triton_python_backend_stub built for the running Python
+    version: str          # nvidia-pytriton version, used to key the backend cache
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)  # find without importing: pytriton's import is slow
+    if spec is None or not spec.submodule_search_locations:
+        raise TritonNotInstalledError(f"package {name!r} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _must_exist(path: Path) -> Path:
+    if not path.exists():
+        raise TritonNotInstalledError(f"expected {path} in the nvidia-pytriton wheel; is it installed?")
+    return path
+
+
+def find_triton_paths(python_version: str | None = None) -> TritonPaths:
+    """Locate the server, its libraries, the python backend and the stub for ``python_version`` (3.X)."""
+    python_version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+    root = _package_dir("pytriton") / "tritonserver"
+    return TritonPaths(
+        server=_must_exist(root / "bin" / "tritonserver"),
+        libs=_must_exist(root.parent.parent / "nvidia_pytriton.libs"),
+        python_backend=_must_exist(root / "backends" / "python"),
+        stub=_must_exist(root / "python_backend_stubs" / python_version / "triton_python_backend_stub"),
+        version=importlib.metadata.version("nvidia-pytriton"),
+    )
+
+
+def default_backend_dir(paths: TritonPaths) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    python_tag = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return cache / "minivlm" / "triton-backends" / f"{paths.version}-{python_tag}"
+
+
+def _copy_if_changed(source: Path, target: Path) -> None:
+    if target.exists() and target.stat().st_size == source.stat().st_size:
+        return
+    # Copy then rename: a second server preparing the same cache never sees a half-written file.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    shutil.copy2(source, partial)
+    os.replace(partial, target)
+
+
+def prepare_backend_dir(paths: TritonPaths, target: Path | None = None) -> Path:
+    """Return a backend directory holding ``python/`` with the backend and the stub beside it."""
+    target = target or default_backend_dir(paths)
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in paths.python_backend.iterdir():
+        if source.is_file():
+            _copy_if_changed(source, python_dir / source.name)
+    _copy_if_changed(paths.stub, python_dir / paths.stub.name)
+    return target
+
+
+def _prepend(value: str, existing: str | None) -> str:
+    return f"{value}{os.pathsep}{existing}" if existing else value
+
+
+def server_environment(paths: TritonPaths, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for tritonserver: this interpreter's libpython first, then the wheel's libraries."""
+    env = dict(os.environ if base is None else base)
+    # The stub links libpython3.X.so; without this it may load the system's copy of another patch
+    # release and fail on import ssl with "undefined symbol: _PyModule_Add" (see DESIGN.md).
+    libdirs = [str(sysconfig.get_config_var("LIBDIR")), str(paths.libs)]
+    env["LD_LIBRARY_PATH"] = _prepend(os.pathsep.join(libdirs), env.get("LD_LIBRARY_PATH"))
+    # The stub's embedded Python finds its environment (the venv's site-packages) through PATH.
+    env["PATH"] = _prepend(str(Path(sys.prefix) / "bin"), env.get("PATH"))
+    return env
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free TCP ports; all sockets stay open until all are chosen so none repeats."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    return free_ports(1, host)[0]
+
+
+# --- the server ------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ServerOptions:
+    model_repository: Path
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    host: str = "127.0.0.1"                     # loopback: expose it deliberately, behind a proxy
+    startup_timeout_s: float = 120.0
+    stop_timeout_s: float = 20.0                # graceful shutdown before SIGKILL
+    log_verbose: int = 0
+    model_control_mode: str = "none"
+    restricted_apis: Sequence[str] = RESTRICTED_APIS
+    # Python-backend shared memory per model instance: one batch of 8 is 8 x 197 x 576 fp32 embeddings
+    # (3.6 MB) plus 8 x 3 x 224 x 224 fp32 pixel values (4.8 MB); the 1 MB default would grow on every call.
+    shm_default_byte_size: int = 64 * MiB
+    shm_growth_byte_size: int = 16 * MiB
+    backend_config: Sequence[str] = ()          # extra "<backend>,<key>=<value>" settings
+    backend_directory: Path | None = None       # default: a per-version cache folder
+    log_file: Path | None = None                # server stdout+stderr; default: a temporary file
+
+
+class TritonServer:
+    """One tritonserver process: ``start()``, ``wait_ready()``, ``stop()``, or use it as a context manager."""
+
+    def __init__(self, options: ServerOptions, *, paths: TritonPaths | None = None) -> None:
+        self.options = options
+        self.paths = paths or find_triton_paths()
+        self.admin_key = secrets.token_urlsafe(32)
+        self.process: subprocess.Popen | None = None
+        self.log_path = options.log_file or Path(tempfile.mkdtemp(prefix="tritonserver-")) / "server.log"
+
+    # Endpoints and the headers that unlock the restricted APIs.
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.options.host}:{self.options.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.options.host}:{self.options.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.metrics_port}/metrics"
+
+    @property
+    def admin_http_headers(self) -> dict[str, str]:
+        return {ADMIN_HEADER: self.admin_key}
+
+    @property
+    def admin_grpc_headers(self) -> dict[str, str]:
+        return {GRPC_ADMIN_HEADER: self.admin_key}
+
+    def command(self, backend_directory: Path) -> list[str]:
+        o = self.options
+        restricted = ",".join(o.restricted_apis)
+        command = [
+            str(self.paths.server),
+            f"--model-repository={Path(o.model_repository).resolve()}",
+            f"--backend-directory={backend_directory}",
+            f"--model-control-mode={o.model_control_mode}",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            f"--exit-timeout-secs={max(1, int(o.stop_timeout_s) - 5)}",  # let in-flight requests end before SIGKILL
+            f"--log-verbose={o.log_verbose}",
+            f"--grpc-address={o.host}", f"--grpc-port={o.grpc_port}",
+            f"--http-address={o.host}", f"--http-port={o.http_port}",
+            f"--metrics-address={o.host}", f"--metrics-port={o.metrics_port}",
+            f"--backend-config=python,shm-default-byte-size={o.shm_default_byte_size}",
+            f"--backend-config=python,shm-growth-byte-size={o.shm_growth_byte_size}",
+        ]
+        command += [f"--backend-config={setting}" for setting in o.backend_config]
+        if restricted:
+            command += [f"--grpc-restricted-protocol={restricted}:{ADMIN_HEADER}={self.admin_key}",
+                        f"--http-restricted-api={restricted}:{ADMIN_HEADER}={self.admin_key}"]
+        return command
+
+    def start(self) -> None:
+        if self.process is not None:
+            raise TritonServerError(f"tritonserver already started (pid {self.process.pid})")
+        backend_directory = prepare_backend_dir(self.paths, self.options.backend_directory)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log_file:
+            # A new session: Ctrl-C in a terminal reaches only us (we forward it), and stop() can kill
+            # the python-backend stubs with the server as one process group.
+            self.process = subprocess.Popen(
+                self.command(backend_directory), env=server_environment(self.paths),
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.info("started tritonserver pid %d, log %s", self.process.pid, self.log_path)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no server log)"
+
+    def _http(self, method: str, path: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"http://{self.http_url}{path}", method=method,
+                                         headers=self.admin_http_headers,
+                                         data=b"{}" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def model_index(self) -> list[dict]:
+        """The repository index: [{"name", "version", "state", "reason"}, ...] (needs the admin key)."""
+        status, body = self._http("POST", "/v2/repository/index")
+        if status != 200:
+            raise TritonServerError(f"repository index returned HTTP {status}: {body[:300]!r}")
+        return json.loads(body)
+
+    def _not_ready(self) -> list[str]:
+        """What is not ready yet: empty when the server and every model in the index are ready."""
+        try:
+            if self._http("GET", "/v2/health/ready")[0] != 200:
+                return ["server"]
+            names = sorted({model["name"] for model in self.model_index()})
+            return [name for name in names if self._http("GET", f"/v2/models/{name}/ready")[0] != 200]
+        except (urllib.error.URLError, ConnectionError, TimeoutError, TritonServerError) as error:
+            return [f"server ({error})"]
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Poll health and each model's readiness; fail fast with the log tail if the server dies."""
+        timeout_s = self.options.startup_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise TritonServerError(f"tritonserver exited (code {code}) before it was ready; "
+                                        f"log tail:\n{self.log_tail()}")
+            pending = self._not_ready()
+            if not pending:
+                log.info("tritonserver ready: grpc %s, http %s", self.grpc_url, self.http_url)
+                return
+            if time.monotonic() > deadline:
+                raise TritonServerError(f"tritonserver not ready after {timeout_s:.0f} s (waiting for "
+                                        f"{', '.join(pending)}); log tail:\n{self.log_tail()}")
+            time.sleep(0.25)
+
+    def _kill_group(self) -> None:
+        try:  # stubs left behind by a killed server share its process group
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Signal the server (SIGTERM lets it drain), SIGKILL the group after ``stop_timeout_s``."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=self.options.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver pid %d ignored signal %d; killing it", self.process.pid, sig)
+        self._kill_group()
+        code = self.process.wait()
+        log.info("tritonserver pid %d exited with code %s", self.process.pid, code)
+        return code
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def serve_forever(self, out: TextIO = sys.stdout) -> int:
+        """CLI helper: start, wait ready, write the endpoints to ``out``, run until SIGINT/SIGTERM."""
+        received: list[int] = []
+        stop_requested = threading.Event()
+
+        def on_signal(signum: int, _frame) -> None:
+            received.append(signum)
+            stop_requested.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with self:
+                out.write(f"tritonserver ready\n  grpc    {self.grpc_url}\n  http    {self.http_url}\n"
+                          f"  metrics {self.metrics_url}\n  log     {self.log_path}\n")
+                out.flush()
+                while not stop_requested.wait(0.5):
+                    if self.process.poll() is not None:
+                        raise TritonServerError(f"tritonserver exited (code {self.process.returncode}); "
+                                                f"log tail:\n{self.log_tail()}")
+                return self.stop(received[0])  # forward the signal the user sent
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+# --- perf_analyzer ---------------------------------------------------------------------------------------
+def find_perf_analyzer() -> Path:
+    """The perf_analyzer binary that the tritonclient wheel installs into the environment's bin/."""
+    candidates = [Path(sys.prefix) / "bin" / "perf_analyzer", shutil.which("perf_analyzer")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    raise TritonNotInstalledError("perf_analyzer not found; install tritonclient[all]==2.51.0")
+
+
+def perf_analyzer_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """perf_analyzer links libcudart.so.12 (from nvidia-cuda-runtime-cu12) and Debian's libb64.so.0d."""
+    if ctypes.util.find_library("b64") is None:
+        raise TritonNotInstalledError("libb64.so.0d missing: run scripts/install_system_deps.sh")
+    cudart = _package_dir("nvidia.cuda_runtime") / "lib"
+    _must_exist(cudart / "libcudart.so.12")
+    env = dict(os.environ if base is None else base)
+    env["LD_LIBRARY_PATH"] = _prepend(str(cudart), env.get("LD_LIBRARY_PATH"))
+    return env
+
+
+def perf_analyzer_command(server: TritonServer, model: str, *extra: str) -> list[str]:
+    """perf_analyzer over gRPC against ``server``; the admin header lets it read server statistics."""
+    return [str(find_perf_analyzer()), "-m", model, "-i", "grpc", "-u", server.grpc_url,
+            "-H", f"{GRPC_ADMIN_HEADER}:{server.admin_key}", *extra]
