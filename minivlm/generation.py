@@ -48,7 +48,7 @@ class _Sampler:
     def next_token(self, logits: torch.Tensor) -> int:        # logits: (vocab,)
         if self.generator is None:
             return int(torch.argmax(logits))
-        probs = torch.softmax(logits.float() / self.params.temperature, dim=-1)
+        probs = torch.softmax(logits.float().cpu() / self.params.temperature, dim=-1)
         if self.params.top_p < 1.0:
             probs = _top_p_filter(probs, self.params.top_p)
         return int(torch.multinomial(probs, 1, generator=self.generator))
@@ -65,7 +65,7 @@ def _left_pad(prefixes: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     """(L_i, D) tensors -> embeds (B, L, D) and attention mask (B, L), padding on the left."""
     length = max(p.shape[0] for p in prefixes)
     embeds = prefixes[0].new_zeros((len(prefixes), length, prefixes[0].shape[1]))
-    mask = torch.zeros((len(prefixes), length), dtype=torch.long)
+    mask = torch.zeros((len(prefixes), length), dtype=torch.long, device=embeds.device)
     for row, prefix in enumerate(prefixes):
         embeds[row, length - prefix.shape[0]:] = prefix
         mask[row, length - prefix.shape[0]:] = 1
@@ -98,13 +98,13 @@ def iter_decode(lm: PreTrainedModel, prefixes: Sequence[torch.Tensor], params: S
         if not keep:
             return
         if len(keep) < len(active):
-            index = torch.tensor(keep)
+            index = torch.tensor(keep, device=mask.device)
             cache.batch_select_indices(index)
             mask, next_position = mask[index], next_position[index]
             active = [active[i] for i in keep]
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-        out = lm(input_ids=torch.tensor(tokens).unsqueeze(1), attention_mask=mask, position_ids=next_position,
-                 cache=cache, use_cache=True)
+        next_ids = torch.tensor(tokens, device=mask.device).unsqueeze(1)                  # (B, 1)
+        out = lm(input_ids=next_ids, attention_mask=mask, position_ids=next_position, cache=cache, use_cache=True)
         last_logits, next_position = out.logits[:, -1], next_position + 1
 
 

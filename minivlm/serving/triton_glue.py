@@ -1,0 +1,72 @@
+"""Helpers shared by the repository's thin `model.py` files.
+
+The python backend's `triton_python_backend_utils` module exists only inside the stub process, so it is
+passed in rather than imported: this package stays importable (and testable) anywhere.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Callable
+
+import numpy as np
+
+from vlm_client.protocol import Tensor
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+_NUMPY_DTYPES = {"FP32": np.float32, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_, "BYTES": np.object_}
+
+
+def error_response(pb_utils, step: str, message: str, *, invalid_argument: bool = True):
+    code = pb_utils.TritonError.INVALID_ARG if invalid_argument else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{step}: {message}", code))
+
+
+def respond_each(pb_utils, step: str, requests: list, handle: Callable) -> list:
+    """Exactly one response per request; a failing request gets its own error and never its neighbours'."""
+    responses = []
+    for request in requests:
+        try:
+            responses.append(handle(request))
+        except InputError as error:
+            responses.append(error_response(pb_utils, step, str(error)))
+        except Exception as error:  # a bug must fail this request, not the batch or the stub
+            log.exception("%s failed", step)
+            responses.append(error_response(pb_utils, step, f"internal error: {type(error).__name__}: {error}",
+                                            invalid_argument=False))
+    return responses
+
+
+def read(pb_utils, request, tensor: Tensor) -> np.ndarray | None:
+    """The request's tensor as numpy, None when an optional input was not sent."""
+    found = pb_utils.get_input_tensor_by_name(request, tensor.name)
+    if found is None:
+        if tensor.optional:
+            return None
+        raise InputError(f"missing input {tensor.name!r}")
+    return found.as_numpy()
+
+
+def read_scalar(pb_utils, request, tensor: Tensor):
+    """A per-request [1] tensor (batch axis [1, 1]) as a Python value; None when optional and absent."""
+    array = read(pb_utils, request, tensor)
+    if array is None:
+        return None
+    if array.size != 1:
+        raise InputError(f"{tensor.name} must hold exactly one value, got shape {list(array.shape)}")
+    value = array.reshape(-1)[0]
+    return value if isinstance(value, bytes) else value.item()
+
+
+def output(pb_utils, tensor: Tensor, value) -> object:
+    """A per-request output with its batch axis of 1."""
+    array = np.asarray(value, dtype=_NUMPY_DTYPES[tensor.dtype])
+    return pb_utils.Tensor(tensor.name, array.reshape((1,) + array.shape if array.ndim else (1, 1)))
+
+
+def model_parameters(args: dict) -> dict[str, str]:
+    config = json.loads(args["model_config"])
+    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
