@@ -1,1 +1,13 @@
-"""Thin Python client for the mini-VLM Triton ensemble (no torch)."""
+"""Thin Python client for the mini-VLM Triton ensembles `vlm` and `route` (no torch).
+
+>>> from vlm_client import VLMClient
+>>> with VLMClient("localhost:8001") as client:
+...     answer = client.ask("cat.jpg", "what is in the picture?")
+"""
+from . import protocol
+from .aio import AsyncVLMClient
+from .errors import VLMError
+from .sdk import VLMClient
+from .types import Answer, DetectedObject, Route
+
+__all__ = ["VLMClient", "AsyncVLMClient", "VLMError", "Answer", "DetectedObject", "Route", "protocol"]

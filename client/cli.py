@@ -1,0 +1,122 @@
+"""`vlm ask` and `vlm route`: the client's subcommands of the `vlm` entry point.
+
+The main entry point registers them with `add_client_subcommands` and calls ``args.func(args)``, which
+returns the exit status; `main` here does the same without the model package.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
+
+from . import protocol as proto
+from .errors import VLMError
+from .sdk import DEFAULT_TIMEOUT_S, DEFAULT_URLS, VLMClient
+from .types import Answer, Route
+
+
+def add_client_subcommands(subparsers: Any) -> None:
+    """Register `ask` and `route` on an argparse subparsers object; each sets ``func`` to its handler."""
+    ask = subparsers.add_parser("ask", help="ask a question about an image",
+                                description="Send an image and a query to the vlm ensemble and print its answer.")
+    _add_connection_args(ask)
+    ask.add_argument("--task", choices=proto.TASKS, help="use this task instead of routing the query")
+    ask.add_argument("--max-new-tokens", type=int, metavar="N", help="most tokens to generate (server default)")
+    ask.add_argument("--temperature", type=float, metavar="F", help="sampling temperature, 0 = greedy")
+    ask.add_argument("--top-p", type=float, metavar="F", help="nucleus sampling probability mass")
+    ask.add_argument("--seed", type=int, metavar="N", help="sampling seed, for repeatable answers")
+    ask.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+    ask.add_argument("image", help="image file: JPEG, PNG or WebP")
+    ask.add_argument("query", help="question or instruction, e.g. 'what is on the table?' or '[OD]'")
+    ask.set_defaults(func=run_ask)
+
+    route = subparsers.add_parser("route", help="show which task queries are routed to",
+                                  description="Route queries with the route ensemble, one output line each.")
+    _add_connection_args(route)
+    route.add_argument("--json", action="store_true", help="print one JSON object per query")
+    route.add_argument("queries", nargs="*", metavar="QUERY",
+                       help="queries to route; read from stdin, one per line, when none are given")
+    route.set_defaults(func=run_route)
+
+
+def _add_connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-u", "--url", help=f"server host:port (default {DEFAULT_URLS['grpc']} for gRPC, "
+                                            f"{DEFAULT_URLS['http']} for HTTP)")
+    parser.add_argument("--protocol", choices=tuple(DEFAULT_URLS), default="grpc",
+                        help="transport (default grpc)")
+    parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, metavar="F",
+                        help=f"seconds to wait for each request (default {DEFAULT_TIMEOUT_S:g})")
+
+
+def _connect(args: argparse.Namespace) -> VLMClient:
+    return VLMClient(args.url, protocol=args.protocol, timeout_s=args.timeout_s)
+
+
+def _report_errors(run: Callable[[], None]) -> int:
+    """Exit status 0, or 1 after printing `error (step): message` to stderr."""
+    try:
+        run()
+    except VLMError as exc:
+        where = f" ({exc.step})" if exc.step else ""
+        print(f"error{where}: {exc.message}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:   # unreadable image file, value rejected before sending
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    def run() -> None:
+        with _connect(args) as client:
+            answer = client.ask(args.image, args.query, task=args.task, max_new_tokens=args.max_new_tokens,
+                                temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+        print(json.dumps(answer.to_dict()) if args.json else format_answer(answer))
+    return _report_errors(run)
+
+
+def format_answer(answer: Answer) -> str:
+    lines = [f"task     {answer.task} (by {answer.routing}, confidence {answer.confidence:.2f})",
+             f"text     {answer.text}"]
+    if answer.task == "od":
+        repaired = "" if answer.json_valid else " (output JSON was repaired)"
+        lines.append(f"objects  {len(answer.objects)}{repaired}")
+        lines += [f"  {o.label}  [{', '.join(f'{v:.3f}' for v in o.bbox)}]" for o in answer.objects]
+    lines.append(f"finish   {answer.finish_reason}, {answer.prompt_tokens} prompt + "
+                 f"{answer.completion_tokens} completion tokens")
+    return "\n".join(lines)
+
+
+def read_queries(stream: TextIO) -> list[str]:
+    """One query per non-blank line."""
+    return [line.strip() for line in stream if line.strip()]
+
+
+def run_route(args: argparse.Namespace) -> int:
+    def run() -> None:
+        queries = args.queries or read_queries(sys.stdin)
+        with _connect(args) as client:
+            routes = client.route_many(queries)
+        for line in format_routes(queries, routes, as_json=args.json):
+            print(line)
+    return _report_errors(run)
+
+
+def format_routes(queries: Iterable[str], routes: Iterable[Route], *, as_json: bool) -> list[str]:
+    if as_json:
+        return [json.dumps({"query": q, **r.to_dict()}) for q, r in zip(queries, routes)]
+    return [f"{r.task}\t{r.confidence:.3f}\t{q}" for q, r in zip(queries, routes)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`vlm` with only the client's subcommands, for installs without the model package."""
+    parser = argparse.ArgumentParser(prog="vlm", description="Client for the mini-VLM Triton ensembles.")
+    add_client_subcommands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The client's one exception type, and the translation of tritonclient and network errors into it."""
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tritonclient.utils import InferenceServerException
+
+from . import protocol as proto
+
+# Composing models of the ensembles; each prefixes its own error messages with "<name>: ".
+STEPS = tuple(name for name in proto.MODELS if name not in (proto.ENSEMBLE, proto.ROUTE_ENSEMBLE))
+# \b keeps e.g. "query_router:" from matching "router:"; Triton wraps the text in its own words before it.
+_STEP_RE = re.compile(r"\b(" + "|".join(map(re.escape, STEPS)) + r")\s*:\s*(.*)", re.DOTALL)
+
+
+class VLMError(Exception):
+    """A failed request: `message` as the server (or network layer) said it, the pipeline `step` that
+    failed (a name in STEPS, or None when unknown), the gRPC/HTTP `status` (or None), and `raw`, the full
+    text as received."""
+
+    def __init__(self, message: str, *, step: str | None = None, status: str | None = None,
+                 raw: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.step = step
+        self.status = status
+        self.raw = message if raw is None else raw
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.message}" if self.step else self.message
+
+
+def split_step(text: str) -> tuple[str | None, str]:
+    """("generator", "temperature must be ...") from "...wrapping...: generator: temperature must be ..."."""
+    match = _STEP_RE.search(text)
+    if match is None:
+        return None, text
+    return match.group(1), match.group(2).strip()
+
+
+def _status_text(status: str | None) -> str | None:
+    # gRPC gives "StatusCode.INVALID_ARGUMENT"; the enum prefix adds nothing.
+    return status.removeprefix("StatusCode.") if status else None
+
+
+def from_server_exception(exc: InferenceServerException) -> VLMError:
+    raw = exc.message() or str(exc)
+    step, message = split_step(raw)
+    return VLMError(message, step=step, status=_status_text(exc.status()), raw=raw)
+
+
+@contextmanager
+def translate_errors(url: str, extra: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Re-raise tritonclient and connection errors as VLMError. Works around `await`s too.
+
+    `extra` names transport-specific exception types (aiohttp's) that are not OSErrors; before Python 3.11
+    asyncio.TimeoutError was not one either.
+    """
+    try:
+        yield
+    except InferenceServerException as exc:
+        raise from_server_exception(exc) from exc
+    except (OSError, asyncio.TimeoutError, *extra) as exc:   # refused, reset, timeout, DNS: HTTP raises them raw
+        text = str(exc) or type(exc).__name__
+        # gRPC's codes for the same failures, so callers check one vocabulary whatever the protocol.
+        status = "DEADLINE_EXCEEDED" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else "UNAVAILABLE"
+        raise VLMError(f"cannot reach server at {url}: {text}", status=status) from exc

@@ -1,0 +1,245 @@
+"""Synchronous client for the `vlm` and `route` ensembles, and the request building it shares with aio.
+
+Requests are built as ``{protocol.Tensor: numpy array}`` first (testable without a server), then turned into
+tritonclient inputs. Every tensor has a batch axis, so one request is shape [1, *dims].
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import numbers
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Union
+
+import numpy as np
+from tritonclient.utils import triton_to_np_dtype
+
+from . import protocol as proto
+from .errors import VLMError, translate_errors
+from .types import Answer, Route, parse_answer, parse_routes
+
+DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}
+DEFAULT_TIMEOUT_S = 60.0
+_MODULES = {("grpc", False): "tritonclient.grpc", ("http", False): "tritonclient.http",
+            ("grpc", True): "tritonclient.grpc.aio", ("http", True): "tritonclient.http.aio"}
+
+ImageInput = Union[bytes, bytearray, memoryview, str, os.PathLike, Any]   # Any: a PIL.Image.Image
+Arrays = dict[proto.Tensor, np.ndarray]
+
+
+# --- request building -------------------------------------------------------------------------------------
+def encode_image(image: ImageInput) -> bytes:
+    """Encoded image bytes from bytes, a file path, or a PIL image (sent as PNG)."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+    elif isinstance(image, (str, os.PathLike)):
+        data = Path(image).read_bytes()
+    elif _is_pil_image(image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+    else:
+        raise TypeError(f"image must be bytes, a path or a PIL.Image, got {type(image).__name__}")
+    if not data:
+        raise ValueError(f"image {image!r} is empty (0 bytes)")
+    return data
+
+
+def _is_pil_image(obj: Any) -> bool:
+    # A caller holding a PIL image has imported PIL already; never import it (or anything heavy) ourselves.
+    pil = sys.modules.get("PIL.Image")
+    return pil is not None and isinstance(obj, pil.Image)
+
+
+def check_task(task: str | None) -> None:
+    if task is not None and task not in proto.TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(proto.TASKS)}")
+
+
+def _column(tensor: proto.Tensor, values: Sequence[Any]) -> np.ndarray:
+    """One element per request row: shape (B, *dims) in the tensor's numpy dtype."""
+    return np.array(values, dtype=triton_to_np_dtype(tensor.dtype)).reshape(-1, *tensor.dims)
+
+
+def _text(name: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    return value.encode("utf-8")
+
+
+def _number(tensor: proto.Tensor, value: Any) -> np.ndarray:
+    """A generation option as a [1, 1] array; only the type and wire range are checked, the server owns
+    the valid range."""
+    dtype = np.dtype(triton_to_np_dtype(tensor.dtype))
+    integral = dtype.kind == "i"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integral else numbers.Real):
+        raise TypeError(f"{tensor.name} must be {'an integer' if integral else 'a number'}, got {value!r}")
+    if integral and not np.iinfo(dtype).min <= value <= np.iinfo(dtype).max:
+        raise ValueError(f"{tensor.name} {value} does not fit {tensor.dtype}")
+    return _column(tensor, [value])
+
+
+def ask_arrays(image: ImageInput, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
+               temperature: float | None = None, top_p: float | None = None, seed: int | None = None) -> Arrays:
+    """Inputs of one `vlm` request; options left as None are omitted so the server's defaults apply."""
+    check_task(task)
+    arrays = {proto.IMAGE: _column(proto.IMAGE, [encode_image(image)]),
+              proto.QUERY: _column(proto.QUERY, [_text("query", query)])}
+    if task is not None:
+        arrays[proto.TASK_OVERRIDE] = _column(proto.TASK_OVERRIDE, [task.encode()])
+    options = {proto.MAX_NEW_TOKENS: max_new_tokens, proto.TEMPERATURE: temperature, proto.TOP_P: top_p,
+               proto.SEED: seed}
+    arrays.update({t: _number(t, v) for t, v in options.items() if v is not None})
+    return arrays
+
+
+def route_arrays(queries: Sequence[str], *, task: str | None = None) -> Arrays:
+    """Inputs of one `route` request carrying every query as a batch row."""
+    check_task(task)
+    arrays = {proto.QUERY: _column(proto.QUERY, [_text("query", q) for q in queries])}
+    if task is not None:
+        arrays[proto.TASK_OVERRIDE] = _column(proto.TASK_OVERRIDE, [task.encode()] * len(queries))
+    return arrays
+
+
+def infer_inputs(tc: ModuleType, arrays: Arrays) -> list[Any]:
+    """tritonclient InferInputs (of module `tc`: tritonclient.grpc, .http or their aio) from `arrays`."""
+    inputs = []
+    for tensor, array in arrays.items():
+        item = tc.InferInput(tensor.name, list(array.shape), tensor.dtype)
+        item.set_data_from_numpy(array)
+        inputs.append(item)
+    return inputs
+
+
+def max_batch_size(config: Mapping[str, Any]) -> int:
+    config = config.get("config", config)   # gRPC's JSON wraps the model config; HTTP's does not
+    return max(1, int(config.get("max_batch_size", 1)))
+
+
+def chunked(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+# --- the clients ------------------------------------------------------------------------------------------
+class _ClientBase:
+    """Settings and protocol differences shared by VLMClient and AsyncVLMClient."""
+    _aio = False
+
+    def __init__(self, url: str | None = None, *, protocol: str = "grpc",
+                 timeout_s: float = DEFAULT_TIMEOUT_S, model_name: str = proto.ENSEMBLE,
+                 route_model_name: str = proto.ROUTE_ENSEMBLE):
+        if protocol not in DEFAULT_URLS:
+            raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(DEFAULT_URLS)}")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        self.url = url or DEFAULT_URLS[protocol]
+        self.protocol = protocol
+        self.timeout_s = float(timeout_s)
+        self.model_name = model_name
+        self.route_model_name = route_model_name
+        self._tc = importlib.import_module(_MODULES[protocol, self._aio])   # only the protocol in use
+        self._route_batch: int | None = None
+        self._triton_client: Any = None   # made on first use: the aio clients need a running event loop
+
+    def _client(self) -> Any:
+        if self._triton_client is None:
+            with self._errors():
+                self._triton_client = self._new_triton_client()
+        return self._triton_client
+
+    def _new_triton_client(self) -> Any:
+        if self.protocol == "grpc":
+            return self._tc.InferenceServerClient(self.url)
+        if self._aio:
+            return self._tc.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
+        return self._tc.InferenceServerClient(self.url, connection_timeout=self.timeout_s,
+                                              network_timeout=self.timeout_s)
+
+    def _call_kwargs(self) -> dict[str, Any]:
+        # gRPC takes a deadline per call; the HTTP clients were given theirs at construction.
+        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+    def _config_kwargs(self) -> dict[str, Any]:
+        return {**self._call_kwargs(), "as_json": True} if self.protocol == "grpc" else {}
+
+    def _errors(self):
+        return translate_errors(self.url)
+
+    def _outputs(self, tensors: Iterable[proto.Tensor]) -> list[Any]:
+        return [self._tc.InferRequestedOutput(t.name) for t in tensors]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r}, protocol={self.protocol!r}, model_name={self.model_name!r})"
+
+
+def _as_arrays(result: Any, tensors: Iterable[proto.Tensor]) -> dict[str, np.ndarray]:
+    return {t.name: result.as_numpy(t.name) for t in tensors}
+
+
+class VLMClient(_ClientBase):
+    """Blocking client. Raises VLMError for every server or connection failure.
+
+    >>> with VLMClient("localhost:8001") as client:
+    ...     print(client.ask("cat.jpg", "what is in the picture?").text)
+    """
+
+    def ask(self, image: ImageInput, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
+            temperature: float | None = None, top_p: float | None = None, seed: int | None = None) -> Answer:
+        """Answer `query` about `image`; `task` (one of protocol.TASKS) overrides the router."""
+        arrays = ask_arrays(image, query, task=task, max_new_tokens=max_new_tokens, temperature=temperature,
+                            top_p=top_p, seed=seed)
+        return parse_answer(self._infer(self.model_name, arrays, proto.ENSEMBLE_OUTPUTS))
+
+    def route(self, query: str, *, task: str | None = None) -> Route:
+        """The task `query` would be routed to, without generating anything."""
+        outputs = self._infer(self.route_model_name, route_arrays([query], task=task), proto.ROUTE_OUTPUTS)
+        return parse_routes(outputs)[0]
+
+    def route_many(self, queries: Iterable[str]) -> list[Route]:
+        """Route many queries, as few requests as the server's max batch size allows."""
+        queries = list(queries)
+        if not queries:
+            return []
+        routes: list[Route] = []
+        for chunk in chunked(queries, self._route_batch_size()):
+            outputs = self._infer(self.route_model_name, route_arrays(chunk), proto.ROUTE_OUTPUTS)
+            routes += parse_routes(outputs)
+        return routes
+
+    def is_ready(self) -> bool:
+        """True when both ensembles are ready; False when not, or when the server is unreachable."""
+        try:
+            with self._errors():
+                return all(self._client().is_model_ready(m, **self._call_kwargs())
+                           for m in (self.model_name, self.route_model_name))
+        except VLMError:
+            return False
+
+    def close(self) -> None:
+        if self._triton_client is not None:
+            self._triton_client.close()
+            self._triton_client = None
+
+    def __enter__(self) -> VLMClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _infer(self, model: str, arrays: Arrays, outputs: Sequence[proto.Tensor]) -> dict[str, np.ndarray]:
+        with self._errors():
+            result = self._client().infer(model, infer_inputs(self._tc, arrays), outputs=self._outputs(outputs),
+                                        **self._call_kwargs())
+        return _as_arrays(result, outputs)
+
+    def _route_batch_size(self) -> int:
+        if self._route_batch is None:
+            with self._errors():
+                config = self._client().get_model_config(self.route_model_name, **self._config_kwargs())
+            self._route_batch = max_batch_size(config)
+        return self._route_batch

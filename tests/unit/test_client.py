@@ -1,0 +1,302 @@
+"""Unit tests of the client: request building, response parsing, errors, CLI. No server; the integration
+tests cover behaviour against a real one."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tritonclient.grpc
+import tritonclient.http
+from PIL import Image
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+from vlm_client import Answer, DetectedObject, Route, VLMClient, VLMError, cli, protocol as proto
+from vlm_client.aio import AsyncVLMClient
+from vlm_client.errors import split_step, translate_errors
+from vlm_client.sdk import ask_arrays, chunked, encode_image, infer_inputs, max_batch_size, route_arrays
+from vlm_client.types import parse_answer, parse_routes
+
+
+def _check_wire(tensor: proto.Tensor, array: np.ndarray, batch: int = 1) -> None:
+    assert array.shape == (batch, *tensor.dims)
+    assert array.dtype == triton_to_np_dtype(tensor.dtype)
+
+
+# --- request building -------------------------------------------------------------------------------------
+def test_ask_arrays_minimal_sends_only_image_and_query():
+    arrays = ask_arrays(b"\x89PNG...", "what is this?")
+    assert set(arrays) == {proto.IMAGE, proto.QUERY}
+    for tensor, array in arrays.items():
+        _check_wire(tensor, array)
+    assert arrays[proto.IMAGE][0, 0] == b"\x89PNG..."
+    assert arrays[proto.QUERY][0, 0] == "what is this?".encode()
+
+
+def test_ask_arrays_all_options_match_protocol():
+    arrays = ask_arrays(b"img", "q", task="od", max_new_tokens=7, temperature=0.5, top_p=0.9, seed=2**40)
+    assert set(arrays) == set(proto.ENSEMBLE_INPUTS)
+    for tensor, array in arrays.items():
+        _check_wire(tensor, array)
+    assert arrays[proto.TASK_OVERRIDE][0, 0] == b"od"
+    assert arrays[proto.MAX_NEW_TOKENS][0, 0] == 7
+    assert arrays[proto.SEED][0, 0] == 2**40
+    assert arrays[proto.TEMPERATURE][0, 0] == pytest.approx(0.5)
+
+
+def test_ask_arrays_omits_each_unset_option():
+    arrays = ask_arrays(b"img", "q", temperature=0.0)
+    assert set(arrays) == {proto.IMAGE, proto.QUERY, proto.TEMPERATURE}
+
+
+@pytest.mark.parametrize("kwargs, error, names", [
+    ({"task": "detect"}, ValueError, "'detect'"),
+    ({"max_new_tokens": 3.5}, TypeError, "max_new_tokens"),
+    ({"max_new_tokens": True}, TypeError, "max_new_tokens"),
+    ({"max_new_tokens": 2**31}, ValueError, "2147483648"),
+    ({"temperature": "hot"}, TypeError, "'hot'"),
+])
+def test_ask_arrays_rejects_client_side_mistakes(kwargs, error, names):
+    with pytest.raises(error, match=names):
+        ask_arrays(b"img", "q", **kwargs)
+
+
+def test_ask_arrays_leaves_value_ranges_to_the_server():
+    arrays = ask_arrays(b"img", "q", temperature=5.0, top_p=-1.0, max_new_tokens=0)
+    assert arrays[proto.TEMPERATURE][0, 0] == 5.0
+
+
+def test_route_arrays_batches_queries_and_repeats_override():
+    arrays = route_arrays(["a", "b", "c"], task="vqa")
+    assert set(arrays) == {proto.QUERY, proto.TASK_OVERRIDE}
+    for tensor, array in arrays.items():
+        _check_wire(tensor, array, batch=3)
+    assert list(arrays[proto.TASK_OVERRIDE][:, 0]) == [b"vqa"] * 3
+
+
+@pytest.mark.parametrize("tc", [tritonclient.grpc, tritonclient.http])
+def test_infer_inputs_use_protocol_names_and_dtypes(tc):
+    inputs = infer_inputs(tc, ask_arrays(b"img", "q", seed=1))
+    assert [(i.name(), i.datatype(), i.shape()) for i in inputs] == [
+        (proto.IMAGE.name, "BYTES", [1, 1]), (proto.QUERY.name, "BYTES", [1, 1]),
+        (proto.SEED.name, "INT64", [1, 1])]
+
+
+def test_encode_image_accepts_bytes_path_and_pil(tmp_path):
+    image = Image.new("RGB", (4, 3), "red")
+    png = encode_image(image)
+    assert png.startswith(b"\x89PNG")
+    path = tmp_path / "x.png"
+    path.write_bytes(png)
+    assert encode_image(path) == encode_image(str(path)) == encode_image(bytearray(png)) == png
+
+
+def test_encode_image_rejects_empty_and_unknown():
+    with pytest.raises(ValueError, match="empty"):
+        encode_image(b"")
+    with pytest.raises(TypeError, match="ndarray"):
+        encode_image(np.zeros((2, 2)))
+
+
+def test_client_validates_settings_without_connecting():
+    with pytest.raises(ValueError, match="'tcp'"):
+        VLMClient(protocol="tcp")
+    with pytest.raises(ValueError, match="timeout_s"):
+        VLMClient(timeout_s=0)
+    assert VLMClient().url == "localhost:8001"
+    assert VLMClient(protocol="http").url == "localhost:8000"
+    assert AsyncVLMClient(protocol="http").url == "localhost:8000"
+
+
+# --- response parsing -------------------------------------------------------------------------------------
+def _col(values, dtype=object):
+    return np.array(values, dtype=dtype).reshape(-1, 1)
+
+
+def _answer_outputs(**override):
+    outputs = {
+        proto.TASK.name: _col([b"od"]), proto.ROUTING.name: _col([b"router"]),
+        proto.CONFIDENCE.name: _col([0.75], np.float32), proto.TEXT.name: _col([b'{"objects": []}']),
+        proto.OBJECTS.name: _col([b'[{"label": "cat", "bbox": [0.1, 0.2, 0.3, 0.4]}]']),
+        proto.JSON_VALID.name: _col([True], bool), proto.FINISH_REASON.name: _col([b"stop"]),
+        proto.PROMPT_TOKENS.name: _col([12], np.int32), proto.COMPLETION_TOKENS.name: _col([30], np.int32),
+    }
+    return {**outputs, **override}
+
+
+def test_parse_answer():
+    answer = parse_answer(_answer_outputs())
+    assert answer == Answer("od", "router", 0.75, '{"objects": []}',
+                            (DetectedObject("cat", (0.1, 0.2, 0.3, 0.4)),), True, "stop", 12, 30)
+    assert isinstance(answer.prompt_tokens, int) and isinstance(answer.json_valid, bool)
+    assert json.loads(json.dumps(answer.to_dict()))["objects"] == [{"label": "cat", "bbox": [0.1, 0.2, 0.3, 0.4]}]
+
+
+def test_parse_answer_accepts_str_elements_from_json_http():
+    answer = parse_answer(_answer_outputs(**{proto.TASK.name: _col(["vqa"]), proto.OBJECTS.name: _col(["[]"])}))
+    assert answer.task == "vqa" and answer.objects == ()
+
+
+def test_parse_answer_reports_missing_and_malformed_outputs():
+    outputs = _answer_outputs()
+    del outputs[proto.TEXT.name]
+    with pytest.raises(VLMError, match=proto.TEXT.name):
+        parse_answer(outputs)
+    with pytest.raises(VLMError, match="malformed"):
+        parse_answer(_answer_outputs(**{proto.OBJECTS.name: _col([b"[{"])}))
+
+
+def _route_outputs(probs, forced, forced_by):
+    return {proto.TASK_PROBS.name: np.array(probs, np.float32), proto.FORCED_TASK.name: _col(forced, np.int32),
+            proto.FORCED_BY.name: _col(forced_by)}
+
+
+def test_parse_routes_argmax_and_forced():
+    routes = parse_routes(_route_outputs([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]], [proto.NO_TASK, 2], [b"", b"tag"]))
+    assert routes[0] == Route("od", pytest.approx(0.7), "router",
+                              {"caption": pytest.approx(0.1), "od": pytest.approx(0.7), "vqa": pytest.approx(0.2)})
+    assert (routes[1].task, routes[1].confidence, routes[1].routing) == ("vqa", 1.0, "tag")
+    assert list(routes[1].probabilities) == list(proto.TASKS)
+
+
+def test_parse_routes_rejects_bad_shapes_and_ids():
+    with pytest.raises(VLMError, match=proto.TASK_PROBS.name):
+        parse_routes(_route_outputs([[0.5, 0.5]], [proto.NO_TASK], [b""]))
+    with pytest.raises(VLMError, match=proto.FORCED_TASK.name):
+        parse_routes(_route_outputs([[0.2, 0.3, 0.5]], [7], [b"override"]))
+
+
+def test_max_batch_size_from_grpc_and_http_configs():
+    assert max_batch_size({"config": {"name": "route", "max_batch_size": 8}}) == 8
+    assert max_batch_size({"name": "route", "max_batch_size": 16}) == 16
+    assert chunked(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
+
+
+# --- errors -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("raw, step, message", [
+    ("generator: temperature must be in [0, 2], got 5.0", "generator", "temperature must be in [0, 2], got 5.0"),
+    ("in ensemble 'vlm', Failed to process the request(s) for model 'image_preprocess_0_0', message: "
+     "image_preprocess: image could not be decoded: cannot identify image file",
+     "image_preprocess", "image could not be decoded: cannot identify image file"),
+    ("in ensemble 'route', query_preprocess : query is longer than 2048 bytes",
+     "query_preprocess", "query is longer than 2048 bytes"),
+    ("model 'query_router': router: bad ids", "router", "bad ids"),
+    ("Request for unknown model: 'vlm' is not found", None, "Request for unknown model: 'vlm' is not found"),
+])
+def test_split_step(raw, step, message):
+    assert split_step(raw) == (step, message)
+
+
+def test_server_exception_becomes_vlm_error():
+    with pytest.raises(VLMError) as info, translate_errors("h:1"):
+        raise InferenceServerException("in ensemble 'vlm', vision_encoder: out of memory",
+                                       status="StatusCode.INTERNAL")
+    err = info.value
+    assert (err.step, err.message, err.status) == ("vision_encoder", "out of memory", "INTERNAL")
+    assert "in ensemble 'vlm'" in err.raw
+    assert str(err) == "vision_encoder: out of memory"
+
+
+@pytest.mark.parametrize("exc, status", [(ConnectionRefusedError(111, "refused"), "UNAVAILABLE"),
+                                         (TimeoutError("timed out"), "DEADLINE_EXCEEDED")])
+def test_connection_failure_becomes_vlm_error(exc, status):
+    with pytest.raises(VLMError, match="h:1") as info, translate_errors("h:1"):
+        raise exc
+    assert info.value.status == status and info.value.step is None
+
+
+# --- packaging --------------------------------------------------------------------------------------------
+def test_import_does_not_load_torch():
+    code = ("import sys, vlm_client, vlm_client.cli, vlm_client.aio; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'minivlm')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# --- CLI --------------------------------------------------------------------------------------------------
+class FakeClient:
+    """Stands in for VLMClient in CLI tests: records calls, returns canned results."""
+    calls: list = []
+    error: VLMError | None = None
+
+    def __init__(self, url, *, protocol, timeout_s):
+        FakeClient.calls.append(("init", url, protocol, timeout_s))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def ask(self, image, query, **options):
+        FakeClient.calls.append(("ask", image, query, options))
+        if FakeClient.error:
+            raise FakeClient.error
+        return parse_answer(_answer_outputs())
+
+    def route_many(self, queries):
+        FakeClient.calls.append(("route_many", list(queries)))
+        return [Route("vqa", 0.875, "router", dict.fromkeys(proto.TASKS, 0.0)) for _ in queries]
+
+
+@pytest.fixture
+def fake_client(monkeypatch):
+    FakeClient.calls, FakeClient.error = [], None
+    monkeypatch.setattr(cli, "VLMClient", FakeClient)
+    return FakeClient
+
+
+def test_cli_ask_passes_options(fake_client, capsys):
+    argv = ["ask", "-u", "h:9", "--protocol", "http", "--task", "od", "--max-new-tokens", "5",
+            "--temperature", "0.2", "--top-p", "0.8", "--seed", "3", "--timeout-s", "2.5", "img.png", "find cats"]
+    assert cli.main(argv) == 0
+    assert fake_client.calls == [
+        ("init", "h:9", "http", 2.5),
+        ("ask", "img.png", "find cats", {"task": "od", "max_new_tokens": 5, "temperature": 0.2, "top_p": 0.8,
+                                         "seed": 3})]
+    out = capsys.readouterr().out
+    assert "od (by router, confidence 0.75)" in out and "cat" in out
+
+
+def test_cli_ask_defaults_leave_options_unset(fake_client, capsys):
+    assert cli.main(["ask", "--json", "img.png", "hi"]) == 0
+    assert fake_client.calls[0] == ("init", None, "grpc", 60.0)
+    assert set(fake_client.calls[1][3].values()) == {None}
+    assert json.loads(capsys.readouterr().out)["task"] == "od"
+
+
+def test_cli_rejects_unknown_task():
+    with pytest.raises(SystemExit):
+        cli.main(["ask", "--task", "detect", "img.png", "hi"])
+
+
+def test_cli_error_goes_to_stderr_with_step(fake_client, capsys):
+    fake_client.error = VLMError("temperature must be in [0, 2], got 5.0", step="generator")
+    assert cli.main(["ask", "--temperature", "5", "img.png", "hi"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "error (generator): temperature must be in [0, 2], got 5.0\n"
+    assert captured.out == ""
+
+
+def test_cli_route_reads_stdin(fake_client, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("describe it\n\n  what color?  \n"))
+    assert cli.main(["route"]) == 0
+    assert fake_client.calls[-1] == ("route_many", ["describe it", "what color?"])
+    assert capsys.readouterr().out == "vqa\t0.875\tdescribe it\nvqa\t0.875\twhat color?\n"
+
+
+def test_cli_route_json_from_arguments(fake_client, capsys):
+    assert cli.main(["route", "--json", "a", "b"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(d["query"], d["task"]) for d in lines] == [("a", "vqa"), ("b", "vqa")]
+
+
+def test_add_client_subcommands_on_a_foreign_parser():
+    import argparse
+    parser = argparse.ArgumentParser(prog="vlm")
+    cli.add_client_subcommands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["route", "-u", "x:1", "q"])
+    assert (args.func, args.url, args.queries) == (cli.run_route, "x:1", ["q"])
