@@ -69,6 +69,7 @@ def write_notebook_folder(vlm: MiniVLM, root: str | Path, *, with_router: bool =
     checkpoint_dir = save_checkpoint(vlm, root / "mini-vlm-routing", vision_model_name=str(vit_dir),
                                      lm_model_name=str(lm_dir))
     if with_router:
-        from .router.lstm import build_notebook_router, save_notebook_checkpoint
-        save_notebook_checkpoint(build_notebook_router(len(vlm.tokenizer)), checkpoint_dir / "task_classifier.pt")
+        from .router.lstm import LSTMRouter, save_notebook_checkpoint
+        torch.manual_seed(0)
+        save_notebook_checkpoint(LSTMRouter(len(vlm.tokenizer)), checkpoint_dir / "task_classifier.pt")
     return checkpoint_dir

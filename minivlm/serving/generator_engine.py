@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
+from vlm_client import protocol as P
 from vlm_client.protocol import NO_TASK, ROUTED_BY_ROUTER, TASKS
 
 from ..config import TaskDefaults
@@ -93,6 +94,27 @@ class GeneratorEngine:
         return [p if isinstance(p, InputError) else self._result(p, next(generations), r)
                 for r, p in zip(requests, plans)]
 
+    def run_rows(self, requests: list[RowInputs]) -> list[list[GenerationResult] | InputError]:
+        """Each Triton request may carry several rows; all valid rows of all requests decode together.
+        A request with any bad row gets one InputError; the other requests are unaffected."""
+        parsed: list[list[GenerationRequest] | InputError] = []
+        for inputs in requests:
+            try:
+                parsed.append(requests_from_rows(inputs))
+            except InputError as error:
+                parsed.append(error)
+        flat = [row for rows in parsed if not isinstance(rows, InputError) for row in rows]
+        results = iter(self.run(flat))
+        grouped = [rows if isinstance(rows, InputError) else [next(results) for _ in rows] for rows in parsed]
+        return [next((r for r in g if isinstance(r, InputError)), g) if isinstance(g, list) else g
+                for g in grouped]
+
+    def warm_up(self) -> None:
+        """Decode once at load, so the first real request does not pay for lazy initialization."""
+        config = self.language_model.config
+        embeds = np.zeros((4, config.hidden_size), dtype=np.float32)
+        self.run([GenerationRequest(embeds, np.array([1.0, 0.0, 0.0]), "", options=RequestOptions(max_new_tokens=2))])
+
     def _decode(self, valid: list[tuple[GenerationRequest, _Plan]]) -> list[Generation]:
         embedding, device = self.language_model.get_input_embeddings(), self.language_model.device
         with torch.inference_mode():
@@ -111,3 +133,32 @@ class GeneratorEngine:
             prompt_tokens=request.image_embeds.shape[0] + len(plan.prompt_ids),
             completion_tokens=len(generation.token_ids) + (generation.finish_reason == "stop"),
         )
+
+
+# --- the Triton-facing shape of the engine: tensors in, tensors out -------------------------------------
+RowInputs = dict   # protocol.Tensor -> list of per-row values (None for an absent optional input)
+
+
+def requests_from_rows(inputs: RowInputs) -> list[GenerationRequest]:
+    """One request's input columns -> one GenerationRequest per row; InputError names the bad value."""
+    rows = len(inputs[P.IMAGE_EMBEDS])
+    options = [inputs[t] or [None] * rows for t in P.GENERATION_OPTIONS]
+    try:
+        questions = [q.decode("utf-8") for q in inputs[P.QUESTION]]
+    except UnicodeDecodeError:
+        raise InputError("question is not valid UTF-8") from None
+    return [GenerationRequest(
+        image_embeds=inputs[P.IMAGE_EMBEDS][i], task_probs=inputs[P.TASK_PROBS][i], question=questions[i],
+        forced_task=int(inputs[P.FORCED_TASK][i]), forced_by=inputs[P.FORCED_BY][i].decode("utf-8"),
+        options=RequestOptions(*(column[i] for column in options)),
+    ) for i in range(rows)]
+
+
+def response_values(result: GenerationResult) -> dict:
+    detection = result.detection
+    return {
+        P.TASK: result.task.encode(), P.ROUTING: result.routing.encode(), P.CONFIDENCE: result.confidence,
+        P.TEXT: result.text.encode(), P.OBJECTS: (detection.objects_json() if detection else "[]").encode(),
+        P.JSON_VALID: detection.json_valid if detection else True, P.FINISH_REASON: result.finish_reason.encode(),
+        P.PROMPT_TOKENS: result.prompt_tokens, P.COMPLETION_TOKENS: result.completion_tokens,
+    }

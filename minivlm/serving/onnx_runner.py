@@ -35,6 +35,13 @@ class OnnxRunner:
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
 
+    def warm_up(self) -> None:
+        """One call at load time: ORT allocates and picks kernels lazily, which the first request would pay."""
+        dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+        feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=dtypes[i.type])
+                 for i in self.session.get_inputs()}
+        self.session.run(self.output_names, feeds)
+
     def run(self, requests: Sequence[Feeds]) -> list[dict[str, np.ndarray]]:
         """One feed dict per request (each with a leading batch axis) -> one output dict per request."""
         results: list[dict[str, np.ndarray]] = [{} for _ in requests]
@@ -63,6 +70,7 @@ def python_backend_model(pb_utils) -> type:
             threads = int(model_parameters(args).get("intra_op_threads", "1"))
             path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
             self.runner = OnnxRunner(make_session(path, intra_op_threads=threads))
+            self.runner.warm_up()
 
         def execute(self, requests):
             feeds = [{n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.runner.input_names}

@@ -17,12 +17,12 @@ MAX_QUERY_BYTES = 4096     # checked before decoding: gRPC would carry up to 2 G
 
 
 @dataclass(frozen=True)
-class QueryResult:
-    input_ids: np.ndarray          # (T,) int64
-    attention_mask: np.ndarray     # (T,) int64
-    question: str
-    forced_task: int
-    forced_by: str
+class QueryBatch:
+    input_ids: np.ndarray          # (B, T) int64, padded to the batch's longest query
+    attention_mask: np.ndarray     # (B, T) int64
+    questions: list[str]           # each query without its tags
+    forced_tasks: list[int]        # from a tag or task_override, NO_TASK otherwise
+    forced_by: list[str]           # ROUTED_BY_TAG / ROUTED_BY_OVERRIDE / ""
 
 
 class QueryStep:
@@ -33,15 +33,21 @@ class QueryStep:
     def load(cls, version_dir: Path) -> "QueryStep":
         return cls(QueryTokenizer.load(version_dir / TOKENIZER_DIR))
 
-    def run(self, raw_query: bytes, raw_override: bytes | None = None) -> QueryResult:
+    def run(self, raw_queries: list[bytes], raw_overrides: list[bytes] | None = None) -> QueryBatch:
+        forced = [self._one(q, o) for q, o in zip(raw_queries, raw_overrides or [None] * len(raw_queries))]
+        questions = [question for question, _, _ in forced]
+        # The router sees queries without tags; a bare tag still gets a (harmless) non-empty input.
+        ids, mask = self.tokenizer([q or " " for q in questions])
+        return QueryBatch(ids, mask, questions, [t for _, t, _ in forced], [b for _, _, b in forced])
+
+    @staticmethod
+    def _one(raw_query: bytes, raw_override: bytes | None) -> tuple[str, int, str]:
         if len(raw_query) > MAX_QUERY_BYTES:
             raise InputError(f"query is {len(raw_query)} bytes; the limit is {MAX_QUERY_BYTES}")
         parsed = parse_query(decode_query(raw_query))
-        forced_task, forced_by = NO_TASK, ""
         if raw_override is not None and raw_override.strip():
-            forced_task, forced_by = TASKS.index(parse_task_name(decode_query(raw_override))), ROUTED_BY_OVERRIDE
-        elif parsed.tagged_task is not None:
-            forced_task, forced_by = TASKS.index(parsed.tagged_task), ROUTED_BY_TAG
-        # The router sees the query without tags; a bare tag still gets a (harmless) non-empty input.
-        ids, mask = self.tokenizer([parsed.question or " "])
-        return QueryResult(ids[0], mask[0], parsed.question, forced_task, forced_by)
+            task = parse_task_name(decode_query(raw_override))
+            return parsed.question, TASKS.index(task), ROUTED_BY_OVERRIDE
+        if parsed.tagged_task is not None:
+            return parsed.question, TASKS.index(parsed.tagged_task), ROUTED_BY_TAG
+        return parsed.question, NO_TASK, ""

@@ -50,21 +50,25 @@ def read(pb_utils, request, tensor: Tensor) -> np.ndarray | None:
     return found.as_numpy()
 
 
-def read_scalar(pb_utils, request, tensor: Tensor):
-    """A per-request [1] tensor (batch axis [1, 1]) as a Python value; None when optional and absent."""
+def read_rows(pb_utils, request, tensor: Tensor) -> list | None:
+    """One value per row of the request's batch: a Python scalar/bytes for per-row [1] tensors, else an array.
+
+    A request may carry several rows (a client batch); None when an optional input was not sent.
+    """
     array = read(pb_utils, request, tensor)
     if array is None:
         return None
-    if array.size != 1:
-        raise InputError(f"{tensor.name} must hold exactly one value, got shape {list(array.shape)}")
-    value = array.reshape(-1)[0]
-    return value if isinstance(value, bytes) else value.item()
+    if tensor.dims != (1,):
+        return list(array)
+    if array.ndim != 2 or array.shape[1] != 1:
+        raise InputError(f"{tensor.name} must have shape [batch, 1], got {list(array.shape)}")
+    return [value if isinstance(value, bytes) else value.item() for value in array[:, 0]]
 
 
-def output(pb_utils, tensor: Tensor, value) -> object:
-    """A per-request output with its batch axis of 1."""
-    array = np.asarray(value, dtype=_NUMPY_DTYPES[tensor.dtype])
-    return pb_utils.Tensor(tensor.name, array.reshape((1,) + array.shape if array.ndim else (1, 1)))
+def output_rows(pb_utils, tensor: Tensor, values: list) -> object:
+    """Stack one value per row into the output tensor (batch axis first)."""
+    array = np.stack([np.asarray(v, dtype=_NUMPY_DTYPES[tensor.dtype]) for v in values])
+    return pb_utils.Tensor(tensor.name, array.reshape((len(values),) + (array.shape[1:] or (1,))))
 
 
 def model_parameters(args: dict) -> dict[str, str]:

@@ -4,7 +4,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from minivlm.serving.query_step import QueryStep
-from minivlm.serving.triton_glue import output, read_scalar, respond_each
+from minivlm.serving.triton_glue import output_rows, read_rows, respond_each
 from vlm_client import protocol as P
 
 
@@ -16,12 +16,11 @@ class TritonPythonModel:
         return respond_each(pb_utils, P.QUERY_PREPROCESS, requests, self._handle)
 
     def _handle(self, request):
-        result = self.step.run(read_scalar(pb_utils, request, P.QUERY),
-                               read_scalar(pb_utils, request, P.TASK_OVERRIDE))
+        batch = self.step.run(read_rows(pb_utils, request, P.QUERY), read_rows(pb_utils, request, P.TASK_OVERRIDE))
         return pb_utils.InferenceResponse([
-            output(pb_utils, P.INPUT_IDS, result.input_ids),
-            output(pb_utils, P.ATTENTION_MASK, result.attention_mask),
-            output(pb_utils, P.QUESTION, result.question.encode()),
-            output(pb_utils, P.FORCED_TASK, result.forced_task),
-            output(pb_utils, P.FORCED_BY, result.forced_by.encode()),
+            output_rows(pb_utils, P.INPUT_IDS, batch.input_ids),
+            output_rows(pb_utils, P.ATTENTION_MASK, batch.attention_mask),
+            output_rows(pb_utils, P.QUESTION, [q.encode() for q in batch.questions]),
+            output_rows(pb_utils, P.FORCED_TASK, batch.forced_tasks),
+            output_rows(pb_utils, P.FORCED_BY, [f.encode() for f in batch.forced_by]),
         ])

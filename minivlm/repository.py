@@ -1,0 +1,128 @@
+"""Build a servable Triton model repository from the notebook's checkpoint folder.
+
+The checked-in `model_repository/` holds every config.pbtxt and model.py; this copies it and fills in the
+build outputs: vision_encoder/1/model.onnx, router/1/model.onnx, the router's tokenizer for
+query_preprocess, and the generator's language model + tokenizer. One switch picks how ONNX graphs run:
+`python` (ONNX Runtime inside python-backend models: the pip-installed server) or `onnxruntime` (Triton's
+native backend: the NGC image); another picks CPU or GPU instances.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+from tqdm import tqdm
+from tritonclient.grpc import model_config_pb2
+
+from vlm_client import protocol
+
+from .checkpoint import ROUTER_FILE, TOKENIZER_DIR, load_vlm
+from .errors import CheckpointError
+from .serving.query_step import TOKENIZER_DIR as QUERY_TOKENIZER_DIR
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "model_repository"
+ONNX_BACKENDS = ("python", "onnxruntime")
+DEVICES = ("cpu", "gpu")
+ONNX_MODELS = (protocol.ROUTER, protocol.VISION_ENCODER)
+MANIFEST = "build_manifest.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    checkpoint_dir: Path
+    output: Path
+    vision_model: str | None = None       # hub name or local folder; default: the checkpoint's config
+    language_model: str | None = None
+    router: str = "lstm"                  # "lstm" (the notebook's task_classifier.pt) or a MiniLM router folder
+    onnx_backend: str = "python"
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.onnx_backend not in ONNX_BACKENDS:
+            raise ValueError(f"onnx_backend must be one of {ONNX_BACKENDS}, got {self.onnx_backend!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+
+@dataclass
+class BuildReport:
+    output: str
+    onnx_backend: str
+    device: str
+    router: str
+    max_abs_diff: dict[str, dict[int, float]] = field(default_factory=dict)
+
+
+def build_repository(options: BuildOptions) -> BuildReport:
+    from .artifacts import write_generator_artifacts
+    from .onnx_export import export_vision_encoder
+
+    output = options.output
+    steps = tqdm(total=5, desc="export", unit="step")
+    vlm = load_vlm(options.checkpoint_dir, vision_model=options.vision_model,
+                   language_model=options.language_model)
+    steps.update()
+    copy_template(output)
+    steps.update()
+    report = BuildReport(str(output), options.onnx_backend, options.device, options.router)
+    vision = export_vision_encoder(vlm.vision, output / protocol.VISION_ENCODER / "1" / "model.onnx")
+    report.max_abs_diff[protocol.VISION_ENCODER] = vision.max_abs_diff
+    steps.update()
+    report.max_abs_diff[protocol.ROUTER] = _export_router(options, output)
+    steps.update()
+    write_generator_artifacts(vlm, output / protocol.GENERATOR / "1")
+    apply_variant(output, onnx_backend=options.onnx_backend, device=options.device)
+    (output / MANIFEST).write_text(json.dumps(asdict(report), indent=2))
+    steps.update()
+    steps.close()
+    return report
+
+
+def copy_template(output: Path) -> None:
+    if not TEMPLATE_DIR.is_dir():
+        raise FileNotFoundError(f"model repository template not found at {TEMPLATE_DIR}")
+    if output.exists() and any(output.iterdir()):
+        if not (output / MANIFEST).exists():
+            raise FileExistsError(f"{output} exists and is not a repository this command built; refusing to overwrite")
+        shutil.rmtree(output)
+    shutil.copytree(TEMPLATE_DIR, output, ignore=shutil.ignore_patterns("__pycache__", ".gitkeep"))
+
+
+def _export_router(options: BuildOptions, output: Path) -> dict[int, float]:
+    from .router.export import export_router
+    from .router.loading import load_router
+
+    lstm = options.router == "lstm"
+    source = options.checkpoint_dir / ROUTER_FILE if lstm else Path(options.router)
+    if not source.exists():
+        raise CheckpointError(f"router source {source} does not exist")
+    # The notebook's LSTM reads the language model tokenizer's ids; a MiniLM folder brings its own.
+    router = load_router(source, tokenizer_dir=options.checkpoint_dir / TOKENIZER_DIR if lstm else None)
+    report = export_router(router, output / protocol.ROUTER / "1" / "model.onnx",
+                           tokenizer_dir=output / protocol.QUERY_PREPROCESS / "1" / QUERY_TOKENIZER_DIR)
+    return report.max_abs_diff
+
+
+def apply_variant(output: Path, *, onnx_backend: str, device: str) -> None:
+    """Swap in the native onnxruntime configs and/or GPU instance groups."""
+    for name in ONNX_MODELS:
+        native = output / name / "config.onnxruntime.pbtxt"
+        if onnx_backend == "onnxruntime":
+            native.replace(output / name / "config.pbtxt")
+            (output / name / "1" / "model.py").unlink()
+        else:
+            native.unlink()
+    kind = model_config_pb2.ModelInstanceGroup.KIND_GPU if device == "gpu" else \
+        model_config_pb2.ModelInstanceGroup.KIND_CPU
+    for name in ONNX_MODELS + (protocol.GENERATOR,):
+        path = output / name / "config.pbtxt"
+        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        for group in config.instance_group:
+            group.kind = kind
+        path.write_text(text_format.MessageToString(config))
