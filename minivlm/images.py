@@ -41,7 +41,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise InputError(f"image is too large to decode: {error}") from None
+        raise InputError(f"image is too large to decode ({error})") from None
     except Exception as error:  # Pillow raises many types for corrupt or truncated data
         raise InputError(f"image could not be decoded ({type(error).__name__}: {error})") from None
     return image
