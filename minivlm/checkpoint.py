@@ -111,16 +111,35 @@ def load_vlm(directory: str | Path, *, vision_model: str | None = None,
     vision_name = vision_model or checkpoint.vision_model_name
     lm_name = language_model or checkpoint.lm_model_name
     log.info("vision model %s, language model %s", vision_name, lm_name)
-    vit = ViTModel.from_pretrained(vision_name, add_pooling_layer=False)
+    vit, info = _base_model("vision model", vision_name, lambda: ViTModel.from_pretrained(
+        vision_name, add_pooling_layer=False, output_loading_info=True))
+    _check_base_weights(vision_name, info)
     projector = Projector(int(checkpoint.config["vision_dim"]), int(checkpoint.config["language_dim"]))
     _check_dim("vision_dim", checkpoint.config["vision_dim"], vit.config.hidden_size, vision_name)
     load_state_strict(projector, checkpoint.projector_state, f"{VLM_FILE} projector_state_dict")
-    lm = LlamaForCausalLM(AutoConfig.from_pretrained(lm_name))   # every weight comes from the checkpoint
+    lm_config = _base_model("language model", lm_name, lambda: AutoConfig.from_pretrained(lm_name))
+    lm = LlamaForCausalLM(lm_config)   # every weight comes from the checkpoint
     _check_dim("language_dim", checkpoint.config["language_dim"], lm.config.hidden_size, lm_name)
     tied = ("lm_head.weight",) if lm.config.tie_word_embeddings else ()
     load_state_strict(lm, checkpoint.language_model_state, f"{VLM_FILE} language_model_state_dict", may_omit=tied)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint.directory / TOKENIZER_DIR)
     return MiniVLM(VisionEncoder(vit, projector), lm, tokenizer)
+
+
+def _base_model(what: str, name: str, load):
+    """A base model that is neither a local folder nor in the hub cache is a CheckpointError, not an OSError."""
+    try:
+        return load()
+    except OSError as error:
+        raise CheckpointError(f"{what} {name!r} cannot be loaded: {error}") from None
+
+
+def _check_base_weights(model_name: str, info: dict) -> None:
+    """from_pretrained fills missing weights with random ones and only logs it; a classifier head is extra."""
+    problems = [f"{kind} {sorted(map(str, info[key]))}" for kind, key in
+                (("missing weights", "missing_keys"), ("mismatched shapes", "mismatched_keys")) if info[key]]
+    if problems:
+        raise CheckpointError(f"vision model {model_name}: " + "; ".join(problems))
 
 
 def _check_dim(key: str, recorded, actual: int, model_name: str) -> None:
