@@ -1,0 +1,85 @@
+"""Every checked-in config.pbtxt agrees with vlm_client.protocol, the single source of tensor names."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from minivlm.repository import TEMPLATE_DIR, apply_variant, copy_template
+from vlm_client import protocol
+
+DTYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
+          "BOOL": "TYPE_BOOL"}
+DataType = model_config_pb2.DataType
+
+
+def parse(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def signature(tensors) -> list[tuple]:
+    return [(t.name, DataType.Name(t.data_type), tuple(t.dims), getattr(t, "optional", False)) for t in tensors]
+
+
+def expected(tensors) -> list[tuple]:
+    return [(t.name, DTYPES[t.dtype], t.dims, t.optional) for t in tensors]
+
+
+CONFIGS = sorted(TEMPLATE_DIR.glob("*/config*.pbtxt"))
+
+
+def test_every_protocol_model_has_a_folder_and_nothing_else_does():
+    assert sorted(p.name for p in TEMPLATE_DIR.iterdir() if p.is_dir()) == sorted(protocol.MODELS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_config_matches_protocol(path):
+    config = parse(path)
+    inputs, outputs = protocol.MODELS[path.parent.name]
+    assert config.name == path.parent.name
+    assert signature(config.input) == expected(inputs)
+    assert signature(config.output) == expected(outputs)
+    assert config.max_batch_size > 0, "queue policies and batching need a batch axis"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_composing_models_protect_themselves_against_overload(path):
+    config = parse(path)
+    if config.platform != "ensemble":
+        assert config.dynamic_batching.default_queue_policy.max_queue_size > 0
+
+
+@pytest.mark.parametrize("ensemble", [protocol.ENSEMBLE, protocol.ROUTE_ENSEMBLE])
+def test_ensemble_steps_wire_existing_tensors(ensemble):
+    config = parse(TEMPLATE_DIR / ensemble / "config.pbtxt")
+    available = {t.name for t in config.input}
+    for step in config.ensemble_scheduling.step:
+        step_inputs, step_outputs = protocol.MODELS[step.model_name]
+        assert set(step.input_map) <= {t.name for t in step_inputs}
+        assert {t.name for t in step_inputs if not t.optional} <= set(step.input_map), step.model_name
+        assert set(step.input_map.values()) <= available, f"{step.model_name} reads a tensor not produced yet"
+        assert set(step.output_map) <= {t.name for t in step_outputs}
+        available |= set(step.output_map.values())
+    assert {t.name for t in config.output} <= available
+
+
+@pytest.mark.parametrize("path", sorted(TEMPLATE_DIR.glob("*/1/model.py")), ids=lambda p: p.parent.parent.name)
+def test_python_models_are_thin(path):
+    assert len(path.read_text().splitlines()) <= 60
+
+
+@pytest.mark.parametrize("backend, device", [("python", "cpu"), ("onnxruntime", "gpu"), ("onnxruntime", "cpu")])
+def test_both_onnx_variants_produce_valid_configs(tmp_path, backend, device):
+    copy_template(tmp_path / "repo")
+    apply_variant(tmp_path / "repo", onnx_backend=backend, device=device)
+    for name in (protocol.ROUTER, protocol.VISION_ENCODER):
+        config = parse(tmp_path / "repo" / name / "config.pbtxt")
+        assert (config.backend, (tmp_path / "repo" / name / "1" / "model.py").exists()) == \
+            (backend, backend == "python")
+        assert not (tmp_path / "repo" / name / "config.onnxruntime.pbtxt").exists()
+    kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
+    for name in (protocol.ROUTER, protocol.VISION_ENCODER, protocol.GENERATOR):
+        groups = parse(tmp_path / "repo" / name / "config.pbtxt").instance_group
+        assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in groups] == [kind]
