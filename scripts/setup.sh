@@ -8,5 +8,6 @@ bash scripts/install_system_deps.sh
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch==2.13.0 is the CPU build pip finds on this machine's disk; any other version downloads GBs.
+.venv/bin/python -m pip install --quiet torch==2.13.0
 .venv/bin/python -m pip install --quiet -e ".[model,dev]"
 echo "setup done: activate with '. .venv/bin/activate'"
