@@ -1,0 +1,130 @@
+"""`vlm router-*` subcommands: train, evaluate, export and benchmark the task router.
+
+The main `vlm` entry point calls `add_router_subcommands(subparsers)`; each subcommand sets `func(args) -> int`.
+`main(argv)` runs the same subcommands standalone: `python -m minivlm.router.cli router-eval ...`.
+Heavy imports happen inside the handlers so `vlm --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from minivlm.router.data import HELDOUT_PATH, TRAIN_PATH
+
+
+def add_router_subcommands(subparsers) -> None:
+    for add in (_add_train, _add_eval, _add_export, _add_bench):
+        add(subparsers)
+
+
+def _add_train(subparsers) -> None:
+    train = subparsers.add_parser("router-train", help="train the MiniLM task router into a folder")
+    train.add_argument("-o", "--output", type=Path, required=True, help="router folder to write")
+    train.add_argument("--data", type=Path, default=TRAIN_PATH, help="training jsonl")
+    train.add_argument("--heldout", type=Path, default=HELDOUT_PATH, help="jsonl evaluated after training")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--head-steps", type=int, default=300)
+    train.add_argument("--calibration-fraction", type=float, default=0.2)
+    _common(train, _cmd_train)
+
+
+def _add_eval(subparsers) -> None:
+    evaluate = subparsers.add_parser("router-eval", help="evaluate a router (.pt, MiniLM folder or .onnx)")
+    evaluate.add_argument("router", type=Path)
+    evaluate.add_argument("--data", type=Path, default=HELDOUT_PATH)
+    evaluate.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: beside the router)")
+    _common(evaluate, _cmd_eval)
+
+
+def _add_export(subparsers) -> None:
+    export = subparsers.add_parser("router-export", help="export a router to ONNX and check it against PyTorch")
+    export.add_argument("router", type=Path)
+    export.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+    export.add_argument("--tokenizer", type=Path, help="LSTM only: LM tokenizer folder (default: sibling tokenizer/)")
+    export.add_argument("--temperature", type=float, help="override the saved temperature")
+    _common(export, _cmd_export)
+
+
+def _add_bench(subparsers) -> None:
+    bench = subparsers.add_parser("router-bench", help="per-query latency of an exported router graph")
+    bench.add_argument("onnx", type=Path)
+    bench.add_argument("--tokenizer", type=Path)
+    bench.add_argument("--queries", type=int, default=200)
+    bench.add_argument("--intra-op-threads", type=int, default=1)
+    _common(bench, _cmd_bench)
+
+
+def _common(parser: argparse.ArgumentParser, func) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.set_defaults(func=func)
+
+
+def _setup(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("onnxscript", "onnx_ir", "torch", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _emit(args, payload: dict, text: str) -> int:
+    print(json.dumps(payload, indent=2, default=str) if args.json else text)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from minivlm.router.evaluate import evaluate_router, format_report
+    from minivlm.router.train import TrainConfig, train_minilm_router
+
+    _setup(args)
+    config = TrainConfig(seed=args.seed, head_steps=args.head_steps, calibration_fraction=args.calibration_fraction)
+    report = train_minilm_router(args.output, train_path=args.data, config=config, progress=not args.json)
+    heldout = evaluate_router(args.output, args.heldout)
+    text = (f"trained {report.output_dir} in {report.seconds:.1f} s: T={report.temperature:.3f}, calibration "
+            f"ECE {report.ece_before:.4f} -> {report.ece_after:.4f}\n\nheld-out ({args.heldout}):\n"
+            + format_report(heldout))
+    return _emit(args, {"train": asdict(report), "heldout": asdict(heldout)}, text)
+
+
+def _cmd_eval(args) -> int:
+    from minivlm.router.evaluate import evaluate_router, format_report
+
+    _setup(args)
+    report = evaluate_router(args.router, args.data, tokenizer_dir=args.tokenizer)
+    return _emit(args, asdict(report), format_report(report))
+
+
+def _cmd_export(args) -> int:
+    from minivlm.router.export import export_router
+    from minivlm.router.loading import load_router
+
+    _setup(args)
+    loaded = load_router(args.router, tokenizer_dir=args.tokenizer, temperature=args.temperature)
+    report = export_router(loaded, args.output)
+    text = f"wrote {report.onnx_path} and {report.tokenizer_dir}; max |onnx - torch| {report.max_abs_diff}"
+    return _emit(args, asdict(report), text)
+
+
+def _cmd_bench(args) -> int:
+    from minivlm.router.bench import benchmark_router, format_bench
+
+    _setup(args)
+    result = benchmark_router(args.onnx, args.tokenizer, n_queries=args.queries,
+                              intra_op_threads=args.intra_op_threads)
+    return _emit(args, asdict(result), format_bench(result))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vlm", description="task router tools")
+    add_router_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
