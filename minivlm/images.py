@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import IMAGE_SIZE
 from .errors import InputError
@@ -42,6 +42,9 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InputError(f"image is too large to decode ({error})") from None
+    except UnidentifiedImageError:
+        raise InputError(f"image could not be decoded: not a format Pillow recognises "
+                         f"(first bytes {data[:8]!r})") from None
     except Exception as error:  # Pillow raises many types for corrupt or truncated data
         raise InputError(f"image could not be decoded ({type(error).__name__}: {error})") from None
     return image
