@@ -14,6 +14,7 @@ NO_TASK = -1                               # "no tag / no override" in INT32 tas
 
 # How the task was chosen, reported in the response's `routing` field.
 ROUTED_BY_ROUTER = "router"
+ROUTED_BY_ROUTER_UNCERTAIN = "router_uncertain"   # the router's top probability is below the server's threshold
 ROUTED_BY_TAG = "tag"
 ROUTED_BY_OVERRIDE = "override"
 

@@ -12,7 +12,7 @@ import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from vlm_client import protocol as P
-from vlm_client.protocol import NO_TASK, ROUTED_BY_ROUTER, TASKS
+from vlm_client.protocol import NO_TASK, ROUTED_BY_ROUTER, ROUTED_BY_ROUTER_UNCERTAIN, TASKS
 
 from ..config import TaskDefaults
 from ..detection import DetectionResult, parse_detection
@@ -55,7 +55,8 @@ class _Plan:
 
 class GeneratorEngine:
     def __init__(self, language_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
-                 task_defaults: dict[str, TaskDefaults]):
+                 task_defaults: dict[str, TaskDefaults], *, min_router_confidence: float = 0.0):
+        self.min_router_confidence = min_router_confidence
         self.language_model = language_model.eval()
         self.tokenizer = tokenizer
         self.task_defaults = task_defaults
@@ -80,7 +81,13 @@ class GeneratorEngine:
         if prefix_length + params.max_new_tokens > self.max_positions:
             raise InputError(f"prompt ({prefix_length} positions) plus max_new_tokens ({params.max_new_tokens}) "
                              f"exceeds the model's {self.max_positions} positions")
-        return _Plan(task, request.forced_by if forced else ROUTED_BY_ROUTER, float(probs[index]), prompt_ids, params)
+        return _Plan(task, self._routing(request, float(probs[index])), float(probs[index]), prompt_ids, params)
+
+    def _routing(self, request: GenerationRequest, confidence: float) -> str:
+        """Below the threshold the answer still follows the router's best guess, flagged as uncertain."""
+        if request.forced_task != NO_TASK:
+            return request.forced_by
+        return ROUTED_BY_ROUTER if confidence >= self.min_router_confidence else ROUTED_BY_ROUTER_UNCERTAIN
 
     def run(self, requests: list[GenerationRequest]) -> list[GenerationResult | InputError]:
         plans: list[_Plan | InputError] = []

@@ -18,7 +18,8 @@ class TritonPythonModel:
         torch.set_num_threads(int(parameters.get("torch_threads", "2")))
         device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
         language_model, tokenizer = load_generator_artifacts(Path(args["model_repository"]) / args["model_version"])
-        self.engine = GeneratorEngine(language_model.to(device), tokenizer, task_defaults_from_parameters(parameters))
+        self.engine = GeneratorEngine(language_model.to(device), tokenizer, task_defaults_from_parameters(parameters),
+                                      min_router_confidence=float(parameters.get("min_router_confidence", "0")))
         self.engine.warm_up()
 
     def execute(self, requests):
