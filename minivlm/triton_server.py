@@ -9,6 +9,8 @@ shared memory, statistics, trace and logging need a random admin key held by ``T
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import ctypes.util
 import importlib.metadata
 import importlib.util
@@ -23,11 +25,10 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -69,7 +70,7 @@ def _package_dir(name: str) -> Path:
 
 def _must_exist(path: Path) -> Path:
     if not path.exists():
-        raise TritonNotInstalledError(f"expected {path} in the nvidia-pytriton wheel; is it installed?")
+        raise TritonNotInstalledError(f"expected {path}; is the package that ships it installed?")
     return path
 
 
@@ -129,6 +130,12 @@ def server_environment(paths: TritonPaths, base: dict[str, str] | None = None) -
     return env
 
 
+def _term_when_parent_dies() -> None:
+    """Runs in the child between fork and exec: ask Linux for SIGTERM when the parent goes away."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """``count`` distinct free TCP ports; all sockets stay open until all are chosen so none repeats."""
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
@@ -154,7 +161,8 @@ class ServerOptions:
     metrics_port: int = 8002
     host: str = "127.0.0.1"                     # loopback: expose it deliberately, behind a proxy
     startup_timeout_s: float = 120.0
-    stop_timeout_s: float = 20.0                # graceful shutdown before SIGKILL
+    drain_timeout_s: int = 10                   # after SIGTERM: in-flight requests and open connections
+    stop_timeout_s: float = 20.0                # after SIGTERM: SIGKILL; longer than drain_timeout_s
     log_verbose: int = 0
     model_control_mode: str = "none"
     restricted_apis: Sequence[str] = RESTRICTED_APIS
@@ -165,6 +173,9 @@ class ServerOptions:
     backend_config: Sequence[str] = ()          # extra "<backend>,<key>=<value>" settings
     backend_directory: Path | None = None       # default: a per-version cache folder
     log_file: Path | None = None                # server stdout+stderr; default: a temporary file
+    # Linux: SIGTERM the server when the thread that started it dies, so a killed test run or CLI leaves
+    # no orphan server holding ports. Start it from a long-lived thread (the main thread).
+    die_with_parent: bool = True
 
 
 class TritonServer:
@@ -198,9 +209,16 @@ class TritonServer:
     def admin_grpc_headers(self) -> dict[str, str]:
         return {GRPC_ADMIN_HEADER: self.admin_key}
 
+    def _restricted_flags(self) -> list[str]:
+        # Triton 2.51 syntax: <api>,<api>,...:<header>=<value>. The key is visible in /proc/<pid>/cmdline
+        # to local users (Triton has no file option), so it guards the network, not the machine.
+        if not self.options.restricted_apis:
+            return []
+        group = f"{','.join(self.options.restricted_apis)}:{ADMIN_HEADER}={self.admin_key}"
+        return [f"--grpc-restricted-protocol={group}", f"--http-restricted-api={group}"]
+
     def command(self, backend_directory: Path) -> list[str]:
         o = self.options
-        restricted = ",".join(o.restricted_apis)
         command = [
             str(self.paths.server),
             f"--model-repository={Path(o.model_repository).resolve()}",
@@ -208,7 +226,7 @@ class TritonServer:
             f"--model-control-mode={o.model_control_mode}",
             "--exit-on-error=true",
             "--strict-readiness=true",
-            f"--exit-timeout-secs={max(1, int(o.stop_timeout_s) - 5)}",  # let in-flight requests end before SIGKILL
+            f"--exit-timeout-secs={o.drain_timeout_s}",   # then it exits with code 1
             f"--log-verbose={o.log_verbose}",
             f"--grpc-address={o.host}", f"--grpc-port={o.grpc_port}",
             f"--http-address={o.host}", f"--http-port={o.http_port}",
@@ -217,10 +235,7 @@ class TritonServer:
             f"--backend-config=python,shm-growth-byte-size={o.shm_growth_byte_size}",
         ]
         command += [f"--backend-config={setting}" for setting in o.backend_config]
-        if restricted:
-            command += [f"--grpc-restricted-protocol={restricted}:{ADMIN_HEADER}={self.admin_key}",
-                        f"--http-restricted-api={restricted}:{ADMIN_HEADER}={self.admin_key}"]
-        return command
+        return command + self._restricted_flags()
 
     def start(self) -> None:
         if self.process is not None:
@@ -232,7 +247,8 @@ class TritonServer:
             # the python-backend stubs with the server as one process group.
             self.process = subprocess.Popen(
                 self.command(backend_directory), env=server_environment(self.paths),
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=_term_when_parent_dies if self.options.die_with_parent else None)
         log.info("started tritonserver pid %d, log %s", self.process.pid, self.log_path)
 
     def log_tail(self, lines: int = 60) -> str:
@@ -297,15 +313,14 @@ class TritonServer:
         if self.process is None:
             return None
         if self.process.poll() is None:
+            log.info("stopping tritonserver pid %d", self.process.pid)
             self.process.send_signal(sig)
             try:
                 self.process.wait(timeout=self.options.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 log.warning("tritonserver pid %d ignored signal %d; killing it", self.process.pid, sig)
         self._kill_group()
-        code = self.process.wait()
-        log.info("tritonserver pid %d exited with code %s", self.process.pid, code)
-        return code
+        return self.process.wait()
 
     def __enter__(self) -> TritonServer:
         self.start()
@@ -320,28 +335,33 @@ class TritonServer:
         self.stop()
 
     def serve_forever(self, out: TextIO = sys.stdout) -> int:
-        """CLI helper: start, wait ready, write the endpoints to ``out``, run until SIGINT/SIGTERM."""
-        received: list[int] = []
-        stop_requested = threading.Event()
+        """CLI helper: start, wait ready, write the endpoints to ``out``, run until SIGINT/SIGTERM.
 
-        def on_signal(signum: int, _frame) -> None:
-            received.append(signum)
-            stop_requested.set()
+        Returns the server's exit code. Ctrl-C during startup raises KeyboardInterrupt (server stopped).
+        """
+        with self, _stop_signals() as received:
+            out.write(f"tritonserver ready\n  grpc    {self.grpc_url}\n  http    {self.http_url}\n"
+                      f"  metrics {self.metrics_url}\n  log     {self.log_path}\n")
+            out.flush()
+            while not received and self.process.poll() is None:
+                time.sleep(0.2)
+            if not received:
+                raise TritonServerError(f"tritonserver exited (code {self.process.returncode}); "
+                                        f"log tail:\n{self.log_tail()}")
+            return self.stop(received[0])  # forward the signal the user sent: SIGTERM and SIGINT both drain
 
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            with self:
-                out.write(f"tritonserver ready\n  grpc    {self.grpc_url}\n  http    {self.http_url}\n"
-                          f"  metrics {self.metrics_url}\n  log     {self.log_path}\n")
-                out.flush()
-                while not stop_requested.wait(0.5):
-                    if self.process.poll() is not None:
-                        raise TritonServerError(f"tritonserver exited (code {self.process.returncode}); "
-                                                f"log tail:\n{self.log_tail()}")
-                return self.stop(received[0])  # forward the signal the user sent
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """Record SIGINT/SIGTERM in the yielded list instead of dying; restore the old handlers after."""
+    received: list[int] = []
+    handlers = {s: signal.signal(s, lambda signum, _frame: received.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 # --- perf_analyzer ---------------------------------------------------------------------------------------
