@@ -45,11 +45,14 @@ CONFIDENCE = Tensor("confidence", "FP32", (1,))
 TEXT = Tensor("text", "BYTES", (1,))
 OBJECTS = Tensor("objects", "BYTES", (1,))              # JSON list of {"label", "bbox"}; "[]" for other tasks
 JSON_VALID = Tensor("json_valid", "BOOL", (1,))         # OD: raw text parsed as JSON without repair
+# JSON list, one entry per answered task (two or three for a compound query): {"task", "text", "objects",
+# "json_valid", "finish_reason", "completion_tokens"}.
+PARTS = Tensor("parts", "BYTES", (1,))
 FINISH_REASON = Tensor("finish_reason", "BYTES", (1,))  # "stop" (EOS) or "length"
 PROMPT_TOKENS = Tensor("prompt_tokens", "INT32", (1,))
 COMPLETION_TOKENS = Tensor("completion_tokens", "INT32", (1,))
 ENSEMBLE_OUTPUTS = (TASK, ROUTING, CONFIDENCE, TEXT, OBJECTS, JSON_VALID, FINISH_REASON, PROMPT_TOKENS,
-                    COMPLETION_TOKENS)
+                    COMPLETION_TOKENS, PARTS)
 
 # --- image_preprocess: encoded image bytes -> pixel values ------------------------------------------------
 IMAGE_PREPROCESS = "image_preprocess"
@@ -70,8 +73,11 @@ QUERY_PREPROCESS_OUTPUTS = (INPUT_IDS, ATTENTION_MASK, QUESTION, FORCED_TASK, FO
 # --- router: query tokens -> calibrated task probabilities ----------------------------------------------
 ROUTER = "router"
 TASK_PROBS = Tensor("task_probs", "FP32", (len(TASKS),))
+# Independent per-task probabilities ("does the query ask for this task?"): two or more above the
+# generator's threshold make a compound query ("describe the picture and find all the objects").
+TASK_SCORES = Tensor("task_scores", "FP32", (len(TASKS),))
 ROUTER_INPUTS = (INPUT_IDS, ATTENTION_MASK)
-ROUTER_OUTPUTS = (TASK_PROBS,)
+ROUTER_OUTPUTS = (TASK_PROBS, TASK_SCORES)
 
 # --- vision_encoder: ViT + projector ---------------------------------------------------------------------
 VISION_ENCODER = "vision_encoder"
@@ -81,13 +87,13 @@ VISION_OUTPUTS = (IMAGE_EMBEDS,)
 
 # --- generator: routing decision + SmolLM decoding -------------------------------------------------------
 GENERATOR = "generator"
-GENERATOR_INPUTS = (IMAGE_EMBEDS, TASK_PROBS, QUESTION, FORCED_TASK, FORCED_BY) + GENERATION_OPTIONS
+GENERATOR_INPUTS = (IMAGE_EMBEDS, TASK_PROBS, TASK_SCORES, QUESTION, FORCED_TASK, FORCED_BY) + GENERATION_OPTIONS
 GENERATOR_OUTPUTS = ENSEMBLE_OUTPUTS
 
 # --- ensemble "route": the router on its own, for clients that only want the task ------------------------
 ROUTE_ENSEMBLE = "route"
 ROUTE_INPUTS = (QUERY, TASK_OVERRIDE)
-ROUTE_OUTPUTS = (TASK_PROBS, FORCED_TASK, FORCED_BY)
+ROUTE_OUTPUTS = (TASK_PROBS, TASK_SCORES, FORCED_TASK, FORCED_BY)
 
 MODELS = {
     IMAGE_PREPROCESS: (IMAGE_PREPROCESS_INPUTS, IMAGE_PREPROCESS_OUTPUTS),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -29,9 +29,24 @@ class DetectedObject:
 
 
 @dataclass(frozen=True)
+class AnswerPart:
+    """One task's answer inside an Answer; a compound query ("describe it and find the objects") has several."""
+    task: str
+    text: str
+    objects: tuple[DetectedObject, ...]
+    json_valid: bool
+    finish_reason: str
+    completion_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {**fields, "objects": [o.to_dict() for o in self.objects]}
+
+
+@dataclass(frozen=True)
 class Answer:
-    task: str                 # one of protocol.TASKS
-    routing: str              # protocol.ROUTED_BY_ROUTER / _TAG / _OVERRIDE
+    task: str                 # one of protocol.TASKS, or "caption+od" etc. for a compound query
+    routing: str              # protocol.ROUTED_BY_ROUTER / _ROUTER_UNCERTAIN / _TAG / _OVERRIDE
     confidence: float
     text: str
     objects: tuple[DetectedObject, ...]
@@ -39,11 +54,13 @@ class Answer:
     finish_reason: str        # "stop" or "length"
     prompt_tokens: int
     completion_tokens: int
+    parts: tuple[AnswerPart, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (lists, not tuples)."""
         fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        return {**fields, "objects": [o.to_dict() for o in self.objects]}
+        return {**fields, "objects": [o.to_dict() for o in self.objects],
+                "parts": [p.to_dict() for p in self.parts]}
 
 
 @dataclass(frozen=True)
@@ -52,10 +69,16 @@ class Route:
     confidence: float
     routing: str
     probabilities: dict[str, float]   # keyed by protocol.TASKS, in that order
+    scores: dict[str, float] = field(default_factory=dict)   # independent per-task scores (compound queries)
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "confidence": self.confidence, "routing": self.routing,
-                "probabilities": dict(self.probabilities)}
+                "probabilities": dict(self.probabilities), "scores": dict(self.scores)}
+
+    def compound_tasks(self, min_score: float = 0.5) -> tuple[str, ...]:
+        """The tasks a compound query asks for (empty when it asks for one), by the server's default rule."""
+        tasks = tuple(t for t, s in self.scores.items() if s >= min_score)
+        return tasks if len(tasks) > 1 and self.routing == proto.ROUTED_BY_ROUTER else ()
 
 
 def _str(value: Any) -> str:
@@ -92,7 +115,18 @@ def parse_answer(outputs: Outputs) -> Answer:
         finish_reason=_str(get(proto.FINISH_REASON)),
         prompt_tokens=int(get(proto.PROMPT_TOKENS)),
         completion_tokens=int(get(proto.COMPLETION_TOKENS)),
+        parts=parse_parts(_str(get(proto.PARTS))),
     )
+
+
+def parse_parts(raw: str) -> tuple[AnswerPart, ...]:
+    try:
+        return tuple(AnswerPart(task=str(p["task"]), text=str(p["text"]),
+                                objects=parse_objects(json.dumps(p["objects"])), json_valid=bool(p["json_valid"]),
+                                finish_reason=str(p["finish_reason"]), completion_tokens=int(p["completion_tokens"]))
+                     for p in json.loads(raw))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise VLMError(f"malformed {proto.PARTS.name!r} output {raw!r}: {exc}") from exc
 
 
 def parse_routes(outputs: Outputs) -> list[Route]:
@@ -105,11 +139,13 @@ def parse_routes(outputs: Outputs) -> list[Route]:
 
 def _route_row(outputs: Outputs, probs: np.ndarray, row: int) -> Route:
     probabilities = {task: float(p) for task, p in zip(proto.TASKS, probs)}
+    scores_array = outputs.get(proto.TASK_SCORES.name)
+    scores = {} if scores_array is None else {t: float(s) for t, s in zip(proto.TASKS, scores_array[row])}
     forced = int(_scalar(outputs, proto.FORCED_TASK, row))
     if forced == proto.NO_TASK:
         best = int(np.argmax(probs))
-        return Route(proto.TASKS[best], float(probs[best]), proto.ROUTED_BY_ROUTER, probabilities)
+        return Route(proto.TASKS[best], float(probs[best]), proto.ROUTED_BY_ROUTER, probabilities, scores)
     if not 0 <= forced < len(proto.TASKS):
         raise VLMError(f"response has unknown {proto.FORCED_TASK.name} {forced}")
     forced_by = _str(_scalar(outputs, proto.FORCED_BY, row))
-    return Route(proto.TASKS[forced], 1.0, forced_by, probabilities)
+    return Route(proto.TASKS[forced], 1.0, forced_by, probabilities, scores)

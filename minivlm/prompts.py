@@ -62,3 +62,29 @@ def clean_answer(text: str) -> str:
     """Drop tag residue (the notebook left a stray "] ") and surrounding whitespace."""
     text = _TAG_PATTERN.sub(" ", text)
     return _RESIDUE.sub("", text).strip()
+
+
+_QUESTION_WORDS = (r"(?:is|are|was|were|does|do|did|can|could|what|which|who|whose|where|why|when|how|tell me|"
+                   r"say|answer)\b")
+_CONNECTOR_BEFORE_QUESTION = re.compile(r"\b(?:and also|and|then|also|plus|as well as)\s+(?=" + _QUESTION_WORDS + ")",
+                                        re.IGNORECASE)
+_QUESTION_START = re.compile(_QUESTION_WORDS, re.IGNORECASE)
+
+
+def question_clause(query: str) -> str:
+    """The VQA part of a compound query ("describe it and tell me if the dog is happy" -> "tell me if the dog
+    is happy"): the sentence with a question mark, else one that holds a question after a connector."""
+    sentences = [s.strip() for s in re.split(r"(?<=[?.!;,])\s+", query) if s.strip()]
+    for sentence in sentences:
+        if sentence.endswith("?"):
+            return _after_connector(sentence)
+    for sentence in sentences:
+        clause = _after_connector(sentence)
+        if clause != sentence or _QUESTION_START.match(clause):
+            return clause
+    return query
+
+
+def _after_connector(sentence: str) -> str:
+    match = _CONNECTOR_BEFORE_QUESTION.search(sentence)
+    return sentence[match.end():] if match else sentence

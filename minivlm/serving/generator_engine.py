@@ -5,6 +5,7 @@ batch, each row stopping at its own EOS or limit) and returns one result per req
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..config import TaskDefaults
 from ..detection import DetectionResult, parse_detection
 from ..errors import InputError
 from ..generation import Generation, SamplingParams, decode
-from ..prompts import build_prompt, clean_answer
+from ..prompts import build_prompt, clean_answer, question_clause
 from .options import RequestOptions, sampling_params
 
 
@@ -27,36 +28,61 @@ class GenerationRequest:
     image_embeds: np.ndarray        # (N, D)
     task_probs: np.ndarray          # (3,) calibrated router probabilities
     question: str
+    task_scores: np.ndarray | None = None   # (3,) independent per-task scores; None = never compound
     forced_task: int = NO_TASK      # from an explicit tag or the task_override input
     forced_by: str = ""
     options: RequestOptions = field(default_factory=RequestOptions)
 
 
 @dataclass(frozen=True)
-class GenerationResult:
+class PartResult:
+    """One task's answer; a compound query has several."""
     task: str
-    routing: str
-    confidence: float
     text: str
     detection: DetectionResult | None
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
 
+    def to_dict(self) -> dict:
+        detection = self.detection
+        return {"task": self.task, "text": self.text,
+                "objects": [o.to_dict() for o in detection.objects] if detection else [],
+                "json_valid": detection.json_valid if detection else True,
+                "finish_reason": self.finish_reason, "completion_tokens": self.completion_tokens}
+
 
 @dataclass(frozen=True)
-class _Plan:
-    task: str
+class GenerationResult:
     routing: str
     confidence: float
+    parts: tuple[PartResult, ...]
+
+    @property
+    def task(self) -> str:
+        return "+".join(part.task for part in self.parts)
+
+
+@dataclass(frozen=True)
+class _Part:
+    task: str
     prompt_ids: list[int]
     params: SamplingParams
 
 
+@dataclass(frozen=True)
+class _Plan:
+    routing: str
+    confidence: float
+    parts: tuple[_Part, ...]
+
+
 class GeneratorEngine:
     def __init__(self, language_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
-                 task_defaults: dict[str, TaskDefaults], *, min_router_confidence: float = 0.0):
+                 task_defaults: dict[str, TaskDefaults], *, min_router_confidence: float = 0.0,
+                 compound_min_score: float = 0.5):
         self.min_router_confidence = min_router_confidence
+        self.compound_min_score = compound_min_score
         self.language_model = language_model.eval()
         self.tokenizer = tokenizer
         self.task_defaults = task_defaults
@@ -65,29 +91,37 @@ class GeneratorEngine:
     def plan(self, request: GenerationRequest) -> _Plan:
         """Validate one request and decide what to decode; raises InputError for this request alone."""
         request.options.validate()
-        probs = np.asarray(request.task_probs, dtype=np.float64).reshape(-1)
-        if probs.shape != (len(TASKS),) or not np.all(np.isfinite(probs)):
-            raise InputError(f"task_probs must be {len(TASKS)} finite numbers, got {probs.tolist()}")
+        probs = _task_vector(request.task_probs, "task_probs")
+        scores = None if request.task_scores is None else _task_vector(request.task_scores, "task_scores")
         if request.forced_task != NO_TASK and not 0 <= request.forced_task < len(TASKS):
             raise InputError(f"forced_task must be -1 or in [0, {len(TASKS)}), got {request.forced_task}")
-        forced = request.forced_task != NO_TASK
-        index = request.forced_task if forced else int(np.argmax(probs))
-        task = TASKS[index]
-        if task == "vqa" and not request.question:
+        tasks, routing, confidence = self._choose_tasks(request, probs, scores)
+        parts = tuple(self._part(task, request, compound=len(tasks) > 1) for task in tasks)
+        return _Plan(routing, confidence, parts)
+
+    def _choose_tasks(self, request: GenerationRequest, probs: np.ndarray, scores: np.ndarray | None
+                      ) -> tuple[list[str], str, float]:
+        """A tag or override wins; then a compound query; then the router's best guess, flagged if unsure."""
+        if request.forced_task != NO_TASK:
+            return [TASKS[request.forced_task]], request.forced_by, float(probs[request.forced_task])
+        if scores is not None and np.sum(scores >= self.compound_min_score) >= 2:
+            chosen = [t for t, s in zip(TASKS, scores) if s >= self.compound_min_score]
+            return chosen, ROUTED_BY_ROUTER, float(min(s for s in scores if s >= self.compound_min_score))
+        index = int(np.argmax(probs))
+        confident = probs[index] >= self.min_router_confidence
+        return [TASKS[index]], ROUTED_BY_ROUTER if confident else ROUTED_BY_ROUTER_UNCERTAIN, float(probs[index])
+
+    def _part(self, task: str, request: GenerationRequest, *, compound: bool) -> _Part:
+        question = question_clause(request.question) if compound and task == "vqa" else request.question
+        if task == "vqa" and not question:
             raise InputError("a VQA request needs a question after the [VQA] tag")
-        prompt_ids = list(self.tokenizer(build_prompt(task, request.question))["input_ids"])
+        prompt_ids = list(self.tokenizer(build_prompt(task, question))["input_ids"])
         params = sampling_params(request.options, self.task_defaults[task])
         prefix_length = request.image_embeds.shape[0] + len(prompt_ids)
         if prefix_length + params.max_new_tokens > self.max_positions:
             raise InputError(f"prompt ({prefix_length} positions) plus max_new_tokens ({params.max_new_tokens}) "
                              f"exceeds the model's {self.max_positions} positions")
-        return _Plan(task, self._routing(request, float(probs[index])), float(probs[index]), prompt_ids, params)
-
-    def _routing(self, request: GenerationRequest, confidence: float) -> str:
-        """Below the threshold the answer still follows the router's best guess, flagged as uncertain."""
-        if request.forced_task != NO_TASK:
-            return request.forced_by
-        return ROUTED_BY_ROUTER if confidence >= self.min_router_confidence else ROUTED_BY_ROUTER_UNCERTAIN
+        return _Part(task, prompt_ids, params)
 
     def run(self, requests: list[GenerationRequest]) -> list[GenerationResult | InputError]:
         plans: list[_Plan | InputError] = []
@@ -96,9 +130,11 @@ class GeneratorEngine:
                 plans.append(self.plan(request))
             except InputError as error:
                 plans.append(error)
-        valid = [(r, p) for r, p in zip(requests, plans) if isinstance(p, _Plan)]
-        generations = iter(self._decode(valid)) if valid else iter(())
-        return [p if isinstance(p, InputError) else self._result(p, next(generations), r)
+        jobs = [(r, part) for r, p in zip(requests, plans) if isinstance(p, _Plan) for part in p.parts]
+        generations = iter(self._decode(jobs) if jobs else ())
+        return [p if isinstance(p, InputError) else
+                GenerationResult(p.routing, p.confidence, tuple(self._part_result(part, next(generations), r)
+                                                                for part in p.parts))
                 for r, p in zip(requests, plans)]
 
     def run_rows(self, requests: list[RowInputs]) -> list[list[GenerationResult] | InputError]:
@@ -122,24 +158,30 @@ class GeneratorEngine:
         embeds = np.zeros((4, config.hidden_size), dtype=np.float32)
         self.run([GenerationRequest(embeds, np.array([1.0, 0.0, 0.0]), "", options=RequestOptions(max_new_tokens=2))])
 
-    def _decode(self, valid: list[tuple[GenerationRequest, _Plan]]) -> list[Generation]:
+    def _decode(self, jobs: list[tuple[GenerationRequest, _Part]]) -> list[Generation]:
         embedding, device = self.language_model.get_input_embeddings(), self.language_model.device
         with torch.inference_mode():
             prefixes = [torch.cat([torch.as_tensor(np.asarray(r.image_embeds, dtype=np.float32), device=device),
-                                   embedding(torch.tensor(p.prompt_ids, device=device))], dim=0)
-                        for r, p in valid]
-        return decode(self.language_model, prefixes, [p.params for _, p in valid],
+                                   embedding(torch.tensor(part.prompt_ids, device=device))], dim=0)
+                        for r, part in jobs]
+        return decode(self.language_model, prefixes, [part.params for _, part in jobs],
                       int(self.tokenizer.eos_token_id))
 
-    def _result(self, plan: _Plan, generation: Generation, request: GenerationRequest) -> GenerationResult:
+    def _part_result(self, part: _Part, generation: Generation, request: GenerationRequest) -> PartResult:
         text = clean_answer(self.tokenizer.decode(list(generation.token_ids), skip_special_tokens=True))
-        detection = parse_detection(text) if plan.task == "od" else None
-        return GenerationResult(
-            task=plan.task, routing=plan.routing, confidence=plan.confidence, text=text, detection=detection,
+        return PartResult(
+            task=part.task, text=text, detection=parse_detection(text) if part.task == "od" else None,
             finish_reason=generation.finish_reason,
-            prompt_tokens=request.image_embeds.shape[0] + len(plan.prompt_ids),
+            prompt_tokens=request.image_embeds.shape[0] + len(part.prompt_ids),
             completion_tokens=len(generation.token_ids) + (generation.finish_reason == "stop"),
         )
+
+
+def _task_vector(values: np.ndarray, name: str) -> np.ndarray:
+    vector = np.asarray(values, dtype=np.float64).reshape(-1)
+    if vector.shape != (len(TASKS),) or not np.all(np.isfinite(vector)):
+        raise InputError(f"{name} must be {len(TASKS)} finite numbers, got {vector.tolist()}")
+    return vector
 
 
 # --- the Triton-facing shape of the engine: tensors in, tensors out -------------------------------------
@@ -156,16 +198,24 @@ def requests_from_rows(inputs: RowInputs) -> list[GenerationRequest]:
         raise InputError("question is not valid UTF-8") from None
     return [GenerationRequest(
         image_embeds=inputs[P.IMAGE_EMBEDS][i], task_probs=inputs[P.TASK_PROBS][i], question=questions[i],
+        task_scores=inputs[P.TASK_SCORES][i],
         forced_task=int(inputs[P.FORCED_TASK][i]), forced_by=inputs[P.FORCED_BY][i].decode("utf-8"),
         options=RequestOptions(*(column[i] for column in options)),
     ) for i in range(rows)]
 
 
 def response_values(result: GenerationResult) -> dict:
-    detection = result.detection
+    """A compound answer's text joins its non-OD parts; objects come from its OD part."""
+    parts = result.parts
+    detection = next((p.detection for p in parts if p.detection is not None), None)
+    texts = [p.text for p in parts if p.task != "od"] if len(parts) > 1 else [parts[0].text]
     return {
         P.TASK: result.task.encode(), P.ROUTING: result.routing.encode(), P.CONFIDENCE: result.confidence,
-        P.TEXT: result.text.encode(), P.OBJECTS: (detection.objects_json() if detection else "[]").encode(),
-        P.JSON_VALID: detection.json_valid if detection else True, P.FINISH_REASON: result.finish_reason.encode(),
-        P.PROMPT_TOKENS: result.prompt_tokens, P.COMPLETION_TOKENS: result.completion_tokens,
+        P.TEXT: "\n".join(texts).encode(),
+        P.OBJECTS: (detection.objects_json() if detection else "[]").encode(),
+        P.JSON_VALID: detection.json_valid if detection else True,
+        P.FINISH_REASON: b"length" if any(p.finish_reason == "length" for p in parts) else b"stop",
+        P.PROMPT_TOKENS: sum(p.prompt_tokens for p in parts),
+        P.COMPLETION_TOKENS: sum(p.completion_tokens for p in parts),
+        P.PARTS: json.dumps([p.to_dict() for p in parts]).encode(),
     }

@@ -18,7 +18,7 @@ from vlm_client import Answer, DetectedObject, Route, VLMClient, VLMError, cli, 
 from vlm_client.aio import AsyncVLMClient
 from vlm_client.errors import split_step, translate_errors
 from vlm_client.sdk import ask_arrays, chunked, encode_image, infer_inputs, max_batch_size, route_arrays
-from vlm_client.types import parse_answer, parse_routes
+from vlm_client.types import AnswerPart, parse_answer, parse_routes
 
 
 def _check_wire(tensor: proto.Tensor, array: np.ndarray, batch: int = 1) -> None:
@@ -123,20 +123,25 @@ def _answer_outputs(**override):
         proto.OBJECTS.name: _col([b'[{"label": "cat", "bbox": [0.1, 0.2, 0.3, 0.4]}]']),
         proto.JSON_VALID.name: _col([True], bool), proto.FINISH_REASON.name: _col([b"stop"]),
         proto.PROMPT_TOKENS.name: _col([12], np.int32), proto.COMPLETION_TOKENS.name: _col([30], np.int32),
+        proto.PARTS.name: _col([json.dumps([{"task": "od", "text": '{"objects": []}', "objects": [
+            {"label": "cat", "bbox": [0.1, 0.2, 0.3, 0.4]}], "json_valid": True, "finish_reason": "stop",
+            "completion_tokens": 30}]).encode()]),
     }
     return {**outputs, **override}
 
 
 def test_parse_answer():
     answer = parse_answer(_answer_outputs())
-    assert answer == Answer("od", "router", 0.75, '{"objects": []}',
-                            (DetectedObject("cat", (0.1, 0.2, 0.3, 0.4)),), True, "stop", 12, 30)
+    cat = (DetectedObject("cat", (0.1, 0.2, 0.3, 0.4)),)
+    assert answer == Answer("od", "router", 0.75, '{"objects": []}', cat, True, "stop", 12, 30,
+                            (AnswerPart("od", '{"objects": []}', cat, True, "stop", 30),))
     assert isinstance(answer.prompt_tokens, int) and isinstance(answer.json_valid, bool)
     assert json.loads(json.dumps(answer.to_dict()))["objects"] == [{"label": "cat", "bbox": [0.1, 0.2, 0.3, 0.4]}]
 
 
 def test_parse_answer_accepts_str_elements_from_json_http():
-    answer = parse_answer(_answer_outputs(**{proto.TASK.name: _col(["vqa"]), proto.OBJECTS.name: _col(["[]"])}))
+    answer = parse_answer(_answer_outputs(**{proto.TASK.name: _col(["vqa"]), proto.OBJECTS.name: _col(["[]"]),
+                                             proto.PARTS.name: _col(["[]"])}))
     assert answer.task == "vqa" and answer.objects == ()
 
 

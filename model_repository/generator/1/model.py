@@ -19,7 +19,8 @@ class TritonPythonModel:
         device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
         language_model, tokenizer = load_generator_artifacts(Path(args["model_repository"]) / args["model_version"])
         self.engine = GeneratorEngine(language_model.to(device), tokenizer, task_defaults_from_parameters(parameters),
-                                      min_router_confidence=float(parameters.get("min_router_confidence", "0")))
+                                      min_router_confidence=float(parameters.get("min_router_confidence", "0")),
+                                      compound_min_score=float(parameters.get("compound_min_score", "0.5")))
         self.engine.warm_up()
 
     def execute(self, requests):
