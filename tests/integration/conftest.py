@@ -15,9 +15,18 @@ from .server_fixture import running_server
 
 
 @pytest.fixture(scope="session")
-def model_repository(notebook_dir, tmp_path_factory):
+def minilm_router_dir(tmp_path_factory):
+    """The product's router: the pretrained MiniLM encoder with heads trained on data/routing (seconds)."""
+    from minivlm.router.train import train_minilm_router
+
+    return train_minilm_router(tmp_path_factory.mktemp("router") / "minilm", progress=False).output_dir
+
+
+@pytest.fixture(scope="session")
+def model_repository(notebook_dir, minilm_router_dir, tmp_path_factory):
+    """Tiny random VLM weights behind a real router, so natural queries route as a user expects."""
     output = tmp_path_factory.mktemp("served") / "repo"
-    build_repository(BuildOptions(checkpoint_dir=notebook_dir, output=output))
+    build_repository(BuildOptions(checkpoint_dir=notebook_dir, output=output, router=str(minilm_router_dir)))
     return output
 
 

@@ -45,7 +45,7 @@ def test_task_override_wins_over_tag_and_router(grpc_client):
     assert (answer.task, answer.routing) == ("caption", "override")
 
 
-def test_natural_query_is_routed_by_the_router(grpc_client):
+def test_answer_confidence_is_the_routers_probability(grpc_client):
     for query in ("Describe this picture", "Detect all objects", "Is the dog happy?"):
         route = grpc_client.route(query)
         answer = grpc_client.ask(make_image(3), query, max_new_tokens=2)
@@ -53,6 +53,29 @@ def test_natural_query_is_routed_by_the_router(grpc_client):
         assert answer.task == route.task == max(route.probabilities, key=route.probabilities.get)
         assert answer.confidence == pytest.approx(route.probabilities[answer.task], abs=1e-6)
         assert abs(sum(route.probabilities.values()) - 1) < 1e-5
+
+
+ROUTED = [("Describe this picture, please", "caption"), ("what's going on in this photo", "caption"),
+          ("Detect all objects", "od"), ("Where are the objects? Give coordinates.", "od"),
+          ("Is it raining?", "vqa"), ("Is the dog happy?", "vqa"), ("how many people are there", "vqa")]
+
+
+@pytest.mark.parametrize("query, task", ROUTED)
+def test_natural_queries_reach_the_right_task(grpc_client, query, task):
+    answer = grpc_client.ask(make_image(9), query, max_new_tokens=2)
+    assert (answer.task, answer.routing) == (task, "router")
+    assert answer.confidence > 0.5
+
+
+def test_compound_query_is_answered_with_both_tasks(grpc_client, reference):
+    image = make_image(11)
+    answer = grpc_client.ask(image, "describe the picture and find all the objects", temperature=0.0,
+                             max_new_tokens=6)
+    assert answer.task == "caption+od" and [p.task for p in answer.parts] == ["caption", "od"]
+    for part in answer.parts:
+        assert part.text == reference_text(reference, image, part.task, "", 6)[1]
+    assert answer.text == answer.parts[0].text
+    assert answer.completion_tokens == sum(p.completion_tokens for p in answer.parts)
 
 
 def test_route_many_and_tags_in_route(grpc_client):
