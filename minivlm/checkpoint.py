@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM, ViTImageProcessor, ViTModel
+# The PIL variant is ViTImageProcessor without torchvision (which this project does not install).
+from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM, ViTImageProcessorPil, ViTModel
 
 from .config import IMAGE_SIZE
 from .errors import CheckpointError
@@ -159,6 +160,6 @@ def save_checkpoint(vlm: MiniVLM, directory: str | Path, *, vision_model_name: s
                    "language_dim": vlm.language_model.config.hidden_size},
     }, directory / VLM_FILE)
     vlm.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
-    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[MEAN] * 3,
+    ViTImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[MEAN] * 3,
                       image_std=[STD] * 3).save_pretrained(directory / IMAGE_PROCESSOR_DIR)
     return directory

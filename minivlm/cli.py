@@ -79,7 +79,8 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-_AREA_COMMANDS = (("minivlm.router.cli", "add_router_subcommands"), ("minivlm.demo.cli", "add_demo_subcommands"))
+_AREA_COMMANDS = (("minivlm.quickstart", "add_demo_command"), ("minivlm.router.cli", "add_router_subcommands"),
+                  ("minivlm.demo.cli", "add_demo_subcommands"), ("minivlm.bench.cli", "add_bench_subcommands"))
 
 
 def _area_subcommands(subparsers) -> None:
@@ -87,10 +88,7 @@ def _area_subcommands(subparsers) -> None:
     import importlib
 
     for module, function in _AREA_COMMANDS:
-        try:
-            getattr(importlib.import_module(module), function)(subparsers)
-        except ModuleNotFoundError:   # TODO(dev): remove once every area has landed
-            pass
+        getattr(importlib.import_module(module), function)(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
