@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import subprocess
 import sys
 import sysconfig
@@ -144,7 +145,12 @@ def test_wait_ready_times_out_with_what_is_missing(tmp_path):
 
 def test_stop_kills_a_process_that_ignores_sigterm(tmp_path):
     server = _server(tmp_path, stop_timeout_s=0.5)
-    server.process = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 30 & wait"], start_new_session=True)
+    ready = tmp_path / "trap-set"
+    server.process = subprocess.Popen(["sh", "-c", f"trap '' TERM; touch {ready}; sleep 30 & wait"],
+                                      start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:   # SIGTERM before `trap` would just kill sh
+        time.sleep(0.01)
     assert server.stop() == -signal.SIGKILL
     assert server.stop() == -signal.SIGKILL     # a second stop is harmless
 
