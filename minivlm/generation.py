@@ -8,10 +8,12 @@ alone or inside a batch. Rows that finish (EOS or their own token limit) leave t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Literal, Sequence
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+
+from .decoder import LlamaDecoder, fast_decoder, supports_fast_decoder
 
 
 @dataclass(frozen=True)
@@ -72,48 +74,101 @@ def _left_pad(prefixes: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     return embeds, mask
 
 
+Backend = Literal["auto", "fast", "hf"]
+
+
+class _HFSession:
+    """HF's forward with a DynamicCache: the comparison path, and the fallback for models the fast decoder
+    does not implement."""
+
+    def __init__(self, lm: PreTrainedModel, embeds: torch.Tensor, mask: torch.Tensor):
+        self.lm, self.mask, self.cache = lm, mask, DynamicCache()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)                          # (B, L)
+        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=self.cache,
+                 use_cache=True, logits_to_keep=1)
+        self.logits, self.next_position = out.logits[:, -1], positions[:, -1:] + 1
+
+    def keep(self, alive: list[bool]) -> list[int]:
+        order = [i for i, a in enumerate(alive) if a]
+        index = torch.tensor(order, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.next_position = self.mask[index], self.next_position[index]
+        return order
+
+    def step(self, tokens: list[int]) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(tokens), 1))], dim=1)
+        next_ids = torch.tensor(tokens, device=self.mask.device).unsqueeze(1)                # (B, 1)
+        out = self.lm(input_ids=next_ids, attention_mask=self.mask, position_ids=self.next_position,
+                      cache=self.cache, use_cache=True)
+        self.next_position = self.next_position + 1
+        return out.logits[:, -1]
+
+
+class _FastSession:
+    def __init__(self, decoder: LlamaDecoder, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int):
+        # the last token is sampled, never fed back: the cache needs max_new_tokens - 1 new positions
+        self.decoder = decoder
+        self.cache = decoder.new_cache(embeds.shape[0], embeds.shape[1] + max(max_new_tokens - 1, 0))
+        self.logits = decoder.prefill(embeds, mask, self.cache)
+
+    def keep(self, alive: list[bool]) -> list[int]:
+        return self.cache.keep(alive)
+
+    def step(self, tokens: list[int]) -> torch.Tensor:
+        return self.decoder.step(torch.tensor(tokens), self.cache)
+
+
+def _session(lm: PreTrainedModel, embeds: torch.Tensor, mask: torch.Tensor, params: Sequence[SamplingParams],
+             backend: Backend | LlamaDecoder):
+    if isinstance(backend, LlamaDecoder):
+        return _FastSession(backend, embeds, mask, max(p.max_new_tokens for p in params))
+    if backend not in ("auto", "fast", "hf"):
+        raise ValueError(f"backend must be 'auto', 'fast', 'hf' or a LlamaDecoder, got {backend!r}")
+    if backend == "hf" or (backend == "auto" and not supports_fast_decoder(lm)):
+        return _HFSession(lm, embeds, mask)
+    return _FastSession(fast_decoder(lm), embeds, mask, max(p.max_new_tokens for p in params))
+
+
+def _next_tokens(logits: torch.Tensor, samplers: list[_Sampler]) -> list[int]:
+    """One argmax over the batch for the greedy rows; each sampling row draws with its own generator."""
+    greedy = logits.argmax(dim=-1).tolist()
+    return [g if s.generator is None else s.next_token(row) for g, s, row in zip(greedy, samplers, logits)]
+
+
 @torch.inference_mode()
 def iter_decode(lm: PreTrainedModel, prefixes: Sequence[torch.Tensor], params: Sequence[SamplingParams],
-                eos_token_id: int) -> Iterator[TokenEvent]:
+                eos_token_id: int, *, backend: Backend | LlamaDecoder = "auto") -> Iterator[TokenEvent]:
+    """backend: "auto" (the fast decoder for a plain Llama on the CPU, else HF), "fast", "hf", or a prebuilt
+    `LlamaDecoder` (e.g. an opt-in bf16 one)."""
     embeds, mask = _left_pad(prefixes)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)                              # (B, L)
-    cache = DynamicCache()
-    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-             logits_to_keep=1)
+    session = _session(lm, embeds, mask, params, backend)
     samplers = [_Sampler(p) for p in params]
     active = list(range(len(prefixes)))               # caller's row index of each batch row
     counts = [0] * len(prefixes)
-    last_logits, next_position = out.logits[:, -1], positions[:, -1:] + 1
-    while active:
-        tokens, keep = [], []
-        for batch_row, row in enumerate(active):
-            token = samplers[row].next_token(last_logits[batch_row])
+    logits = session.logits
+    while True:
+        tokens = _next_tokens(logits, [samplers[row] for row in active])
+        alive = []
+        for row, token in zip(active, tokens):
             counts[row] += 1
             finish = "stop" if token == eos_token_id else (
                 "length" if counts[row] >= params[row].max_new_tokens else None)
             yield TokenEvent(row, token, finish)
-            if finish is None:
-                tokens.append(token)
-                keep.append(batch_row)
-        if not keep:
+            alive.append(finish is None)
+        if not any(alive):
             return
-        if len(keep) < len(active):
-            index = torch.tensor(keep, device=mask.device)
-            cache.batch_select_indices(index)
-            mask, next_position = mask[index], next_position[index]
-            active = [active[i] for i in keep]
-        mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-        next_ids = torch.tensor(tokens, device=mask.device).unsqueeze(1)                  # (B, 1)
-        out = lm(input_ids=next_ids, attention_mask=mask, position_ids=next_position, cache=cache, use_cache=True)
-        last_logits, next_position = out.logits[:, -1], next_position + 1
+        if not all(alive):
+            order = session.keep(alive)
+            active, tokens = [active[i] for i in order], [tokens[i] for i in order]
+        logits = session.step(tokens)
 
 
 def decode(lm: PreTrainedModel, prefixes: Sequence[torch.Tensor], params: Sequence[SamplingParams],
-           eos_token_id: int) -> list[Generation]:
+           eos_token_id: int, *, backend: Backend | LlamaDecoder = "auto") -> list[Generation]:
     """Decode every request to completion; results in the callers' order."""
     tokens: list[list[int]] = [[] for _ in prefixes]
     reasons: list[str] = [""] * len(prefixes)
-    for event in iter_decode(lm, prefixes, params, eos_token_id):
+    for event in iter_decode(lm, prefixes, params, eos_token_id, backend=backend):
         if event.finish_reason != "stop":
             tokens[event.row].append(event.token_id)
         if event.finish_reason:
