@@ -78,15 +78,16 @@ def time_steps(lm, decoders: dict[str, LlamaDecoder], args) -> dict:
     runners |= {(b, name): FastStep(d, prefixes(lm, b, args.prefix, b), args.repeats + 2)
                 for b in args.batches for name, d in decoders.items()}
     tokens = {b: torch.arange(b) + 100 for b in args.batches}
-    for (b, _), run in runners.items():                                # warm-up: allocator, thread pools
-        run(tokens[b])
+    # warm-up (allocator, thread pools), and the fast decoder's distance from HF on identical inputs
+    first = {key: run(tokens[key[0]]) for key, run in runners.items()}
+    diff = max(float((first[(b, "hf")] - first[(b, "fp32")]).abs().max()) for b in args.batches)
     probe()
     times = {key: [] for key in runners} | {"probe": []}
     for _ in range(args.repeats):
         times["probe"].append(timed(probe))
         for (b, name), run in runners.items():
             times[(b, name)].append(timed(lambda: run(tokens[b])))
-    return {key: statistics.median(v) for key, v in times.items()} | {"probe_bytes": size}
+    return {key: statistics.median(v) for key, v in times.items()} | {"probe_bytes": size, "hf_diff": diff}
 
 
 @torch.inference_mode()
@@ -145,6 +146,7 @@ def main() -> None:
         cells = " ".join(f"{t[(b, n)] * 1e3:9.1f}" for n in names)
         print(f"{b:5d} {bound:9.1f} {cells} {t[(b, 'hf')] / t[(b, 'fp32')]:8.2f} {t[(b, 'fp32')] * 1e3 / bound:10.2f}")
 
+    print(f"fp32 vs HF, same inputs: max |logit diff| {t['hf_diff']:.2g}")
     p = time_prefill(lm, decoders, args)
     print(f"prefill {args.prefix} positions, batch 1: " + ", ".join(f"{n} {v * 1e3:.0f} ms" for n, v in p.items()))
     for name in args.variants:

@@ -1,9 +1,13 @@
 """A compact Llama decoder for CPU serving, built from the weights of a HF `LlamaForCausalLM`.
 
-Why not HF's forward: at batch 1 a SmolLM-135M step must read 538 MB of fp32 weights, and HF adds a lot of
-Python and dispatch across its 30 layers on top. Here a layer is ~20 tensor ops: QKV and gate/up are single
-fused matrices (concatenated once at load), RoPE rotates q and k together, the KV cache is preallocated for
-the whole generation, and logits are computed for the last position only.
+Why not HF's forward: at batch 1 a SmolLM-135M step must read 538 MB of fp32 weights, and HF adds ~35
+kernels per layer on top. Each matmul streams megabytes through the caches and evicts the code of the small
+kernels that follow it, so every distinct small kernel costs ~10-20 us, not ~2 us: kernel count is the
+overhead. HF runs ~57 kernels per layer; this decoder ~18: QKV and gate/up are fused matrices; RMSNorm's gain (and sqrt(D)) is
+folded into the matrix after it, leaving 1/rms per row; q/k columns are permuted at load so that RoPE is one
+complex multiply (attention scores do not change when q and k share a permutation of head dims); k and v are
+written to the cache in one copy; residual adds fuse into addmm_. The KV cache is preallocated for the whole
+generation, and logits are computed for the last position only.
 
 Layout: a batch is left-padded, so every row writes its new key/value into the same cache column; padding
 columns carry -inf in a per-row additive bias, and each row's RoPE positions count only its real tokens
@@ -89,23 +93,31 @@ _MATMUL: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {    
 
 @dataclass
 class Layer:
-    attn_norm: torch.Tensor   # (D,)
-    wqkv: torch.Tensor        # D -> (H + 2 KV) hd: q, k, v projections side by side, one matmul
+    wqkv: torch.Tensor        # D -> (H + 2 KV) hd: q, k, v side by side; input norm gain folded in
     wo: torch.Tensor          # H hd -> D
-    mlp_norm: torch.Tensor    # (D,)
-    w_gate_up: torch.Tensor   # D -> 2 I: gate then up, one matmul
+    w_gate_up: torch.Tensor   # D -> 2 I: gate then up; post-attention norm gain folded in
     w_down: torch.Tensor      # I -> D
 
 
-def _hf_layer(state: dict[str, torch.Tensor], i: int, precision: Precision) -> Layer:
+def _rope_pairs(w: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """(heads hd, D) rows reordered per head from HF's halves [x1 | x2] to pairs (x1_j, x2_j), so RoPE's
+    rotate_half becomes a complex multiply on adjacent pairs."""
+    half = torch.arange(head_dim // 2)
+    pairs = torch.stack([half, half + head_dim // 2], dim=-1).flatten()                  # (hd,)
+    return w.view(-1, head_dim, w.shape[1])[:, pairs].reshape(w.shape)
+
+
+def _hf_layer(state: dict[str, torch.Tensor], i: int, c: DecoderConfig, precision: Precision) -> Layer:
     p, pack = f"model.layers.{i}.", _PACK[precision]
-    fused = lambda *names: pack(torch.cat([state[p + n].float() for n in names]))   # noqa: E731  (out, in)
-    return Layer(attn_norm=state[p + "input_layernorm.weight"].float(),
-                 wqkv=fused("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
-                 wo=fused("self_attn.o_proj.weight"),
-                 mlp_norm=state[p + "post_attention_layernorm.weight"].float(),
-                 w_gate_up=fused("mlp.gate_proj.weight", "mlp.up_proj.weight"),
-                 w_down=fused("mlp.down_proj.weight"))
+    w = lambda name: state[p + name].float()                                           # noqa: E731  (out, in)
+    # HF: norm(x) = x * rsqrt(mean(x^2) + eps) * gain = x * rsqrt(sum(x^2) + eps D) * sqrt(D) * gain
+    gain = lambda name: w(name) * math.sqrt(c.dim)                                     # noqa: E731
+    qkv = torch.cat([_rope_pairs(w("self_attn.q_proj.weight"), c.head_dim),
+                     _rope_pairs(w("self_attn.k_proj.weight"), c.head_dim), w("self_attn.v_proj.weight")])
+    gate_up = torch.cat([w("mlp.gate_proj.weight"), w("mlp.up_proj.weight")])
+    return Layer(wqkv=pack(qkv * gain("input_layernorm.weight")), wo=pack(w("self_attn.o_proj.weight")),
+                 w_gate_up=pack(gate_up * gain("post_attention_layernorm.weight")),
+                 w_down=pack(w("mlp.down_proj.weight")))
 
 
 def _expected_shapes(c: DecoderConfig) -> dict[str, tuple[int, ...]]:
@@ -140,9 +152,9 @@ class KVCache:
     """Keys and values of every layer for a batch, preallocated up to `capacity` positions."""
 
     def __init__(self, config: DecoderConfig, rows: int, capacity: int):
-        shape = (rows, config.n_kv_heads, capacity, config.head_dim)                     # (B, KV, T, hd)
-        self.k = [torch.empty(shape) for _ in range(config.n_layers)]
-        self.v = [torch.empty(shape) for _ in range(config.n_layers)]
+        # k heads then v heads of a layer in one tensor, so a step writes both with one copy
+        shape = (rows, 2 * config.n_kv_heads, capacity, config.head_dim)                 # (B, 2 KV, T, hd)
+        self.kv = [torch.empty(shape) for _ in range(config.n_layers)]
         self.bias = torch.zeros((rows, capacity))                   # (B, T): -inf on left padding
         self.positions = torch.zeros(rows, dtype=torch.long)        # (B,): next RoPE position of each row
         self.rows, self.length, self.capacity = rows, 0, capacity
@@ -156,7 +168,7 @@ class KVCache:
         movers = [j for j in range(n, self.rows) if alive[j]]          # as many as there are holes
         if holes:
             dst, src, t = torch.tensor(holes), torch.tensor(movers), self.length
-            for cache in (*self.k, *self.v):
+            for cache in self.kv:
                 cache[dst, :, :t] = cache[src, :, :t]
             self.bias[dst] = self.bias[src]
             self.positions[dst] = self.positions[src]
@@ -169,16 +181,13 @@ class KVCache:
 
 class LlamaDecoder:
     def __init__(self, config: DecoderConfig, embed: torch.Tensor, lm_head: torch.Tensor, layers: list[Layer],
-                 norm: torch.Tensor, precision: Precision = "fp32"):
-        self.config, self.embed, self.lm_head, self.layers, self.norm = config, embed, lm_head, layers, norm
+                 precision: Precision = "fp32"):
+        self.config, self.embed, self.lm_head, self.layers = config, embed, lm_head, layers
         self.precision, self._mm = precision, _MATMUL[precision]
-        half = config.head_dim // 2
+        self._eps_d = torch.tensor(config.norm_eps * config.dim)   # a tensor: a float operand costs 3 more kernels
         inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, config.head_dim, 2, dtype=torch.float) / config.head_dim))
         angles = torch.arange(config.max_positions, dtype=torch.float)[:, None] * inv_freq[None, :]   # (P, hd/2)
-        angles = torch.cat([angles, angles], dim=-1)                                                    # (P, hd)
-        self.cos = angles.cos()
-        # rotate_half(x) = cat(-x2, x1) = roll(x, hd/2) * sign: the sign lives in the sine table
-        self.sin = angles.sin() * torch.cat([-torch.ones(half), torch.ones(half)])
+        self.rotations = torch.polar(torch.ones_like(angles), angles)          # (P, hd/2) complex: cos + i sin
 
     @classmethod
     def from_hf(cls, model: LlamaForCausalLM, *, precision: Precision = "fp32") -> LlamaDecoder:
@@ -188,24 +197,39 @@ class LlamaDecoder:
         state = {k: v.detach() for k, v in model.state_dict().items()}
         check_state_dict(state, config)
         embed = state["model.embed_tokens.weight"].float().contiguous()   # HF's own tensor when already fp32
-        layers = [_hf_layer(state, i, precision) for i in range(config.n_layers)]
-        # the tied lm_head gets its own copy in the matmul format (113 MB at full size in fp32)
-        return cls(config, embed, _PACK[precision](embed), layers, state["model.norm.weight"].float(), precision)
+        layers = [_hf_layer(state, i, config, precision) for i in range(config.n_layers)]
+        # the tied lm_head: its own copy in the matmul format (113 MB at full size in fp32), final norm folded in
+        lm_head = _PACK[precision](embed * (state["model.norm.weight"].float() * math.sqrt(config.dim)))
+        return cls(config, embed, lm_head, layers, precision)
 
     # --- shared pieces ------------------------------------------------------------------------------------
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """x (..., heads, hd) with cos/sin broadcastable over heads: HF's x*cos + rotate_half(x)*sin."""
-        return torch.addcmul(x * cos, x.roll(self.config.head_dim // 2, dims=-1), sin)
+    def _normed(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, D) -> x * rsqrt(sum(x^2) + eps D): RMSNorm up to sqrt(D) * gain, which the next matrix holds."""
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)                          # (N, 1)
+        return x * torch.addcmul(self._eps_d, norm, norm).rsqrt_()
+
+    def _rotate(self, qkv: torch.Tensor, rotations: torch.Tensor) -> None:
+        """RoPE in place on the q and k heads of qkv (..., H + 2 KV, hd); rotations (..., 1, hd/2) complex."""
+        c = self.config
+        pairs = qkv[..., :c.n_heads + c.n_kv_heads, :].unflatten(-1, (c.head_dim // 2, 2))  # (..., H + KV, hd/2, 2)
+        torch.view_as_complex(pairs).mul_(rotations)
+
+    def _mm_add_(self, x: torch.Tensor, a: torch.Tensor, w: torch.Tensor) -> None:
+        """x += a @ w, one kernel in fp32."""
+        if self.precision == "fp32":
+            x.addmm_(a, w)
+        else:
+            x.add_(self._mm(a, w))
 
     def _mlp(self, x: torch.Tensor, layer: Layer) -> None:
         """x (N, D), updated in place."""
-        h = F.rms_norm(x, (self.config.dim,), layer.mlp_norm, self.config.norm_eps)
-        gate, up = self._mm(h, layer.w_gate_up).chunk(2, dim=-1)                       # (N, I) each
-        x.add_(self._mm(F.silu(gate).mul_(up), layer.w_down))
+        gate_up = self._mm(self._normed(x), layer.w_gate_up)                               # (N, 2 I)
+        gate, up = gate_up.chunk(2, dim=-1)                                                # (N, I) each
+        self._mm_add_(x, F.silu(gate).mul_(up), layer.w_down)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, D) at the last position -> (B, V) logits; the lm_head is the tied embedding."""
-        return self._mm(F.rms_norm(x, (self.config.dim,), self.norm, self.config.norm_eps), self.lm_head)
+        return self._mm(self._normed(x), self.lm_head)
 
     def new_cache(self, rows: int, capacity: int) -> KVCache:
         if capacity > self.config.max_positions:
@@ -223,21 +247,19 @@ class LlamaDecoder:
                              f"x {cache.capacity} positions")
         mask = mask.bool()
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)                           # (B, L)
-        cos, sin = self.cos[positions][:, :, None], self.sin[positions][:, :, None]      # (B, L, 1, hd)
+        rotations = self.rotations[positions][:, :, None]                                 # (B, L, 1, hd/2)
         # causal over real keys; a padding query also sees itself, so no softmax row is empty (no NaN)
         allowed = torch.ones((L, L), dtype=torch.bool).tril() & (mask[:, None, :] | torch.eye(L, dtype=torch.bool))
         allowed = allowed[:, None]                                                        # (B, 1, L, L)
         x = embeds.float().reshape(B * L, c.dim).clone()                                 # (B L, D), updated in place
-        for layer, k_cache, v_cache in zip(self.layers, cache.k, cache.v):
-            h = F.rms_norm(x, (c.dim,), layer.attn_norm, c.norm_eps)
-            qkv = self._mm(h, layer.wqkv).view(B, L, c.n_heads + 2 * c.n_kv_heads, c.head_dim)
-            qk = self._rope(qkv[:, :, :c.n_heads + c.n_kv_heads], cos, sin)              # (B, L, H + KV, hd)
-            q = qk[:, :, :c.n_heads].transpose(1, 2)                                      # (B, H, L, hd)
-            k_cache[:, :, :L] = qk[:, :, c.n_heads:].transpose(1, 2)                      # (B, KV, L, hd)
-            v_cache[:, :, :L] = qkv[:, :, c.n_heads + c.n_kv_heads:].transpose(1, 2)
-            y = F.scaled_dot_product_attention(q, k_cache[:, :, :L], v_cache[:, :, :L], attn_mask=allowed,
-                                               enable_gqa=True)                           # (B, H, L, hd)
-            x.add_(self._mm(y.transpose(1, 2).reshape(B * L, -1), layer.wo))             # (B L, H hd) -> (B L, D)
+        for layer, kv in zip(self.layers, cache.kv):
+            qkv = self._mm(self._normed(x), layer.wqkv).view(B, L, c.n_heads + 2 * c.n_kv_heads, c.head_dim)
+            self._rotate(qkv, rotations)
+            kv[:, :, :L] = qkv[:, :, c.n_heads:].transpose(1, 2)                          # (B, 2 KV, L, hd)
+            q = qkv[:, :, :c.n_heads].transpose(1, 2)                                     # (B, H, L, hd)
+            y = F.scaled_dot_product_attention(q, kv[:, :c.n_kv_heads, :L], kv[:, c.n_kv_heads:, :L],
+                                               attn_mask=allowed, enable_gqa=True)        # (B, H, L, hd)
+            self._mm_add_(x, y.transpose(1, 2).reshape(B * L, -1), layer.wo)             # (B L, H hd) -> (B L, D)
             self._mlp(x, layer)
         cache.bias[:, :L] = torch.where(mask, 0.0, float("-inf"))
         cache.bias[:, L:] = 0.0
@@ -254,20 +276,21 @@ class LlamaDecoder:
         if t >= cache.capacity or token_ids.shape != (B,):
             raise ValueError(f"step() got {tuple(token_ids.shape)} tokens for {B} rows at {t}/{cache.capacity}")
         G = c.n_heads // c.n_kv_heads
-        cos, sin = self.cos[cache.positions[:B]][:, None], self.sin[cache.positions[:B]][:, None]  # (B, 1, hd)
+        # every layer's cache views up front: the view ops run back to back while their code is hot
+        writes = [kv[:B, :, t] for kv in cache.kv]                                       # (B, 2 KV, hd)
+        keys = [kv[:B, :c.n_kv_heads, :t + 1] for kv in cache.kv]                        # (B, KV, t+1, hd)
+        values = [kv[:B, c.n_kv_heads:, :t + 1] for kv in cache.kv]
+        rotations = self.rotations[cache.positions[:B]][:, None]                          # (B, 1, hd/2)
         bias = cache.bias[:B, None, None, :t + 1]                                        # (B, 1, 1, t+1)
         x = self.embed[token_ids]                                                         # (B, D)
-        for layer, k_cache, v_cache in zip(self.layers, cache.k, cache.v):
-            h = F.rms_norm(x, (c.dim,), layer.attn_norm, c.norm_eps)
-            qkv = self._mm(h, layer.wqkv).view(B, c.n_heads + 2 * c.n_kv_heads, c.head_dim)
-            qk = self._rope(qkv[:, :c.n_heads + c.n_kv_heads], cos, sin)                 # (B, H + KV, hd)
-            k_cache[:B, :, t] = qk[:, c.n_heads:]
-            v_cache[:B, :, t] = qkv[:, c.n_heads + c.n_kv_heads:]
+        for layer, write, k, v in zip(self.layers, writes, keys, values):
+            qkv = self._mm(self._normed(x), layer.wqkv).view(B, c.n_heads + 2 * c.n_kv_heads, c.head_dim)
+            self._rotate(qkv, rotations)
+            write.copy_(qkv[:, c.n_heads:])
             # one query per head: the G query heads sharing a KV head act as G queries of that KV head
-            q = qk[:, :c.n_heads].view(B, c.n_kv_heads, G, c.head_dim)                   # (B, KV, G, hd)
-            y = F.scaled_dot_product_attention(q, k_cache[:B, :, :t + 1], v_cache[:B, :, :t + 1],
-                                               attn_mask=bias)                            # (B, KV, G, hd)
-            x.add_(self._mm(y.reshape(B, -1), layer.wo))                                  # (B, H hd) -> (B, D)
+            q = qkv[:, :c.n_heads].view(B, c.n_kv_heads, G, c.head_dim)                  # (B, KV, G, hd)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)                  # (B, KV, G, hd)
+            self._mm_add_(x, y.reshape(B, -1), layer.wo)                                   # (B, H hd) -> (B, D)
             self._mlp(x, layer)
         cache.positions[:B] += 1
         cache.length = t + 1

@@ -86,11 +86,11 @@ def test_keep_moves_live_rows_from_the_tail_into_the_holes():
     decoder = LlamaDecoder.from_hf(lm)
     cache = decoder.new_cache(5, 8)
     cache.length = 3
-    for k in cache.k:
-        k.copy_(torch.arange(5.0)[:, None, None, None].expand_as(k))          # each row holds its own index
+    for kv in cache.kv:
+        kv.copy_(torch.arange(5.0)[:, None, None, None].expand_as(kv))        # each row holds its own index
     assert cache.keep([False, True, True, False, True]) == [4, 1, 2]
     assert cache.rows == 3
-    assert cache.k[1][:3, :, :3].flatten(1).amax(1).tolist() == [4.0, 1.0, 2.0]
+    assert cache.kv[1][:3, :, :3].flatten(1).amax(1).tolist() == [4.0, 1.0, 2.0]
 
 
 def test_weight_import_checks_every_key_and_shape():
