@@ -2,6 +2,9 @@
 
     python benchmarks/decode_step.py [--threads 2] [--repeats 15] [--variants bf16 int8]
 
+On a CPU shared with other busy processes use --threads 1: with 2, every parallel region waits for a
+preempted OpenMP thread and all numbers (HF's too) swing by several times.
+
 Full-size SmolLM-135M shapes with random weights. Every repetition times one step of every (batch, backend)
 pair and one pass of the bandwidth probe, so a noisy, shared CPU slows all of them alike; medians are
 printed. The bound is the bytes one step must read (weights + the KV cache so far) over the probe's bandwidth.
@@ -140,11 +143,13 @@ def main() -> None:
     gbps = t["probe_bytes"] / t["probe"] / 1e9
     print(f"bandwidth probe: {t['probe_bytes'] / 1e6:.0f} MB in {t['probe'] * 1e3:.1f} ms = {gbps:.1f} GB/s")
     names = ["hf", *decoders]
-    print(f"{'batch':>5} {'bound ms':>9} " + " ".join(f"{n + ' ms':>9}" for n in names) + f" {'hf/fp32':>8} {'fp32/bound':>10}")
+    header = " ".join(f"{n + ' ms':>9}" for n in names)
+    print(f"{'batch':>5} {'bound ms':>9} {header} {'hf/fp32':>8} {'fp32/bound':>10}")
     for b in args.batches:
         bound = step_bytes(lm, b, args.prefix + args.repeats // 2) / gbps / 1e6
         cells = " ".join(f"{t[(b, n)] * 1e3:9.1f}" for n in names)
-        print(f"{b:5d} {bound:9.1f} {cells} {t[(b, 'hf')] / t[(b, 'fp32')]:8.2f} {t[(b, 'fp32')] * 1e3 / bound:10.2f}")
+        fp32 = t[(b, "fp32")]
+        print(f"{b:5d} {bound:9.1f} {cells} {t[(b, 'hf')] / fp32:8.2f} {fp32 * 1e3 / bound:10.2f}")
 
     print(f"fp32 vs HF, same inputs: max |logit diff| {t['hf_diff']:.2g}")
     p = time_prefill(lm, decoders, args)

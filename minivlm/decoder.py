@@ -1,12 +1,12 @@
 """A compact Llama decoder for CPU serving, built from the weights of a HF `LlamaForCausalLM`.
 
-Why not HF's forward: at batch 1 a SmolLM-135M step must read 538 MB of fp32 weights, and HF adds ~35
+Why not HF's forward: at batch 1 a SmolLM-135M step must read 538 MB of fp32 weights, and HF runs ~57
 kernels per layer on top. Each matmul streams megabytes through the caches and evicts the code of the small
 kernels that follow it, so every distinct small kernel costs ~10-20 us, not ~2 us: kernel count is the
-overhead. HF runs ~57 kernels per layer; this decoder ~18: QKV and gate/up are fused matrices; RMSNorm's gain (and sqrt(D)) is
-folded into the matrix after it, leaving 1/rms per row; q/k columns are permuted at load so that RoPE is one
-complex multiply (attention scores do not change when q and k share a permutation of head dims); k and v are
-written to the cache in one copy; residual adds fuse into addmm_. The KV cache is preallocated for the whole
+overhead. This decoder runs ~18 per layer: QKV and gate/up are fused matrices; RMSNorm's gain (and sqrt(D))
+is folded into the matrix after it, leaving 1/rms per row; q/k columns are permuted at load so that RoPE is
+one complex multiply (attention scores do not change when q and k share a permutation of head dims); k and
+v go to the cache in one copy; residual adds fuse into addmm_. The KV cache is preallocated for the whole
 generation, and logits are computed for the last position only.
 
 Layout: a batch is left-padded, so every row writes its new key/value into the same cache column; padding
@@ -19,8 +19,10 @@ For the single query of a step, F.scaled_dot_product_attention beat matmul + sof
 
 Precision: "fp32" (default) matches HF to ~1e-5 in the logits, so greedy tokens are HF's. "bf16" and "int8"
 are opt-in weight formats (oneDNN-packed bf16; fbgemm int8 with per-channel weight scales and dynamically
-quantized activations); activations, norms and the KV cache stay fp32. `benchmarks/decode_step.py` measures
-their speed and their top-1 agreement with fp32.
+quantized activations, through torch's deprecated quantized-tensor ops); activations, norms and the KV cache
+stay fp32. Measured here: int8 halves the batch-1 step; bf16 pays only at batch >= 4 and in prefill (AMX), its
+batch-1 matrix-vector products are not faster than fp32's. `benchmarks/decode_step.py` measures their speed
+and their top-1 agreement with fp32.
 """
 from __future__ import annotations
 
@@ -187,7 +189,8 @@ class LlamaDecoder:
         self.config, self.embed, self.lm_head, self.layers = config, embed, lm_head, layers
         self.precision, self._mm = precision, _MATMUL[precision]
         self._eps_d = torch.tensor(config.norm_eps * config.dim)   # a tensor: a float operand costs 3 more kernels
-        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, config.head_dim, 2, dtype=torch.float) / config.head_dim))
+        exponents = torch.arange(0, config.head_dim, 2, dtype=torch.float) / config.head_dim
+        inv_freq = 1.0 / (config.rope_theta ** exponents)                                               # HF's
         angles = torch.arange(config.max_positions, dtype=torch.float)[:, None] * inv_freq[None, :]   # (P, hd/2)
         self.rotations = torch.polar(torch.ones_like(angles), angles)          # (P, hd/2) complex: cos + i sin
 
