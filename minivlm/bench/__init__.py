@@ -3,6 +3,7 @@
 Modules, top to bottom: `workload` (the mixed requests every system runs), `stats` (percentiles, summaries),
 `roofline` (what the hardware allows, from model shapes and measured rates), `machine` (measures those rates),
 `inprocess` (the notebook pipeline, transformers `generate`, the served decoder's step), `served` (the Triton
-ensemble under concurrent gRPC load, with per-model server statistics), `report` (ratios, JSON, plot),
-`run` (one full benchmark), `perf_inputs` (perf_analyzer `--input-data` files) and `cli`.
+ensemble under concurrent gRPC load), `server_stats` (Triton's per-model statistics, CPU per stub process),
+`report` (ratios, JSON, plot), `run` (one full benchmark), `perf_inputs` (perf_analyzer `--input-data` files)
+and `cli`.
 """

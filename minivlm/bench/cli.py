@@ -82,7 +82,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     report = run_bench(BenchOptions(
-        cache_dir=args.cache_dir, log_dir=args.output / "server-logs", mix=args.mix, requests=args.requests,
+        cache_dir=args.cache_dir, log_dir=args.cache_dir / "server-logs", mix=args.mix, requests=args.requests,
         concurrency=args.concurrency, generate_requests=args.generate_requests,
         notebook_requests=args.notebook_requests, skip_notebook=args.skip_notebook,
         skip_generate=args.skip_generate, skip_served=args.skip_served, decode_batches=args.decode_batches,

@@ -32,6 +32,7 @@ class RequestTiming:
     tokens: int               # generated
     latency_s: float
     vision_s: float           # image decode + ViT + projector, inside latency_s
+    cpu_s: float = 0.0        # this process's CPU time: unlike latency, other load on the machine barely moves it
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,12 @@ def notebook_loop(lm, prefix: torch.Tensor, max_new_tokens: int, eos_token_id: i
 def run_notebook(vlm: MiniVLM, items: Sequence[WorkItem], *, progress: bool = True) -> NotebookRun:
     timings, steps = [], []
     for item in tqdm(items, desc="notebook pipeline", unit="req", disable=not progress):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         prefix = _prefix(vlm, item)
         vision_s = time.perf_counter() - start
         tokens = notebook_loop(vlm.language_model, prefix, item.max_new_tokens, vlm.eos_token_id, steps)
         timings.append(RequestTiming(item.index, item.task, prefix.shape[0], len(tokens),
-                                     time.perf_counter() - start, vision_s))
+                                     time.perf_counter() - start, vision_s, time.process_time() - cpu))
     return NotebookRun(timings, steps)
 
 
@@ -102,14 +103,14 @@ def run_generate(vlm: MiniVLM, items: Sequence[WorkItem], *, progress: bool = Tr
     """transformers `generate` with its KV cache, forced to exactly max_new_tokens, one request at a time."""
     lm, timings = vlm.language_model, []
     for item in tqdm(items, desc="transformers generate", unit="req", disable=not progress):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         prefix = _prefix(vlm, item)
         vision_s = time.perf_counter() - start
         output = lm.generate(inputs_embeds=prefix[None], max_new_tokens=item.max_new_tokens,
                              min_new_tokens=item.max_new_tokens, do_sample=False,
                              pad_token_id=vlm.eos_token_id)
         timings.append(RequestTiming(item.index, item.task, prefix.shape[0], int(output.shape[1]),
-                                     time.perf_counter() - start, vision_s))
+                                     time.perf_counter() - start, vision_s, time.process_time() - cpu))
     return timings
 
 

@@ -22,6 +22,8 @@ class SystemResult:
     extrapolated: bool = False
     note: str = ""
     early_stops: int = 0      # requests that ended before their token limit (should be 0)
+    cpu_s_per_request: float | None = None   # CPU time it used (served: all server processes) per request
+    cores_used: float | None = None          # CPU seconds per wall second: below its threads = other load won
     bound_batch: int = 1      # the roofline this system is compared with
     fraction_of_bound: float | None = None
     fraction_of_best_bound: float | None = None
@@ -61,16 +63,21 @@ def _ratio(value: float | None, unit: str = "x") -> str:
     return "-" if value is None else (f"{value:.1%}" if unit == "%" else f"{value:.2f}x")
 
 
+def _number(value: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
 def format_table(report: BenchReport) -> str:
     head = (f"{'system':<34}{'req/s':>8}{'tok/s':>8}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}"
-            f"{'vs nb':>9}{'vs gen':>8}{'of bound':>10}")
+            f"{'vs nb':>9}{'vs gen':>8}{'of bound':>10}{'cpu s/req':>10}{'cores':>7}")
     lines = [head, "-" * len(head)]
     for s in report.systems:
         m = s.summary
         label = s.label + (" *" if s.extrapolated else "")
         lines.append(f"{label:<34}{m.requests_per_s:>8.3f}{m.tokens_per_s:>8.1f}{m.latency_p50_s:>8.2f}"
                      f"{m.latency_p95_s:>8.2f}{m.latency_p99_s:>8.2f}{_ratio(s.speedup_vs_notebook):>9}"
-                     f"{_ratio(s.speedup_vs_generate):>8}{_ratio(s.fraction_of_bound, '%'):>10}")
+                     f"{_ratio(s.speedup_vs_generate):>8}{_ratio(s.fraction_of_bound, '%'):>10}"
+                     f"{_number(s.cpu_s_per_request, 10, 2)}{_number(s.cores_used, 7, 2)}")
     for s in report.systems:
         if s.note:
             lines.append(f"  {'*' if s.extrapolated else '-'} {s.label}: {s.note}")

@@ -129,9 +129,10 @@ def _notebook(vlm: MiniVLM, workload: list[WorkItem], options: BenchOptions) -> 
     intercept, slope = inprocess.step_time_fit(run.steps)
     note = (f"extrapolated: measured {measured}; per-token time {intercept:.3f} s + {slope * 1e3:.2f} ms per "
             f"position (fit to {len(run.steps)} timed steps) x the workload's tokens, + mean vision time")
+    share = sum(r.cpu_s for r in run.requests) / sum(r.latency_s for r in run.requests)
     return SystemResult(NOTEBOOK, "(a) notebook pipeline", 1, len(sample),
                         summarize(latencies, sum(s[1] for s in shapes), sum(latencies)), extrapolated=True,
-                        note=note)
+                        note=note, cores_used=share, cpu_s_per_request=share * sum(latencies) / len(latencies))
 
 
 def _probe_lengths(vlm: MiniVLM, workload: list[WorkItem], run: inprocess.NotebookRun, count: int) -> None:
@@ -152,8 +153,10 @@ def _generate(vlm: MiniVLM, workload: list[WorkItem], options: BenchOptions) -> 
     timings = inprocess.run_generate(vlm, items, progress=options.progress)
     summary = summarize([t.latency_s for t in timings], sum(t.tokens for t in timings),
                         sum(t.latency_s for t in timings))
+    cpu = sum(t.cpu_s for t in timings)
     return SystemResult(GENERATE, "(b) transformers generate", 1, len(items), summary,
-                        early_stops=sum(t.tokens < i.max_new_tokens for t, i in zip(timings, items)))
+                        early_stops=sum(t.tokens < i.max_new_tokens for t, i in zip(timings, items)),
+                        cpu_s_per_request=cpu / len(items), cores_used=cpu / summary.wall_s)
 
 
 def _served(repository: Path, report: BenchReport, options: BenchOptions) -> None:
@@ -174,5 +177,7 @@ def _served_result(level: served.LoadLevel, items: list[WorkItem]) -> SystemResu
     summary = summarize([t.latency_s for t in level.timings], sum(t.tokens for t in level.timings), level.wall_s)
     early = sum(t.tokens < limits[t.index] for t in level.timings)
     c = level.concurrency
+    cpu = sum(m.cpu_s or 0.0 for m in level.models.values())
     return SystemResult(f"served_c{c}", f"(c) served ensemble, c={c}", c, len(items), summary,
-                        early_stops=early, bound_batch=min(c, 16))
+                        early_stops=early, bound_batch=min(c, 16), cpu_s_per_request=cpu / len(items),
+                        cores_used=cpu / level.wall_s)
