@@ -15,7 +15,7 @@ from vlm_client import protocol as P
 class TritonPythonModel:
     def initialize(self, args):
         parameters = model_parameters(args)
-        torch.set_num_threads(int(parameters.get("torch_threads", "2")))
+        torch.set_num_threads(int(parameters.get("torch_threads", "1")))
         device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
         language_model, tokenizer = load_generator_artifacts(Path(args["model_repository"]) / args["model_version"])
         self.engine = GeneratorEngine(language_model.to(device), tokenizer, task_defaults_from_parameters(parameters),
