@@ -12,7 +12,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from minivlm.router.data import HELDOUT_PATH, TRAIN_PATH
+from minivlm.router.data import COMPOUND_HELDOUT_PATH, COMPOUND_TRAIN_PATH, HELDOUT_PATH, TRAIN_PATH
 
 
 def add_router_subcommands(subparsers) -> None:
@@ -24,7 +24,11 @@ def _add_train(subparsers) -> None:
     train = subparsers.add_parser("router-train", help="train the MiniLM task router into a folder")
     train.add_argument("-o", "--output", type=Path, required=True, help="router folder to write")
     train.add_argument("--data", type=Path, default=TRAIN_PATH, help="training jsonl")
+    train.add_argument("--compound-data", type=Path, default=COMPOUND_TRAIN_PATH,
+                       help="multi-label jsonl for the scores head, with --data's single-task queries")
     train.add_argument("--heldout", type=Path, default=HELDOUT_PATH, help="jsonl evaluated after training")
+    train.add_argument("--compound-heldout", type=Path, default=COMPOUND_HELDOUT_PATH,
+                       help="multi-label jsonl evaluated after training")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--head-steps", type=int, default=300)
     train.add_argument("--calibration-fraction", type=float, default=0.2)
@@ -34,7 +38,9 @@ def _add_train(subparsers) -> None:
 def _add_eval(subparsers) -> None:
     evaluate = subparsers.add_parser("router-eval", help="evaluate a router (.pt, MiniLM folder or .onnx)")
     evaluate.add_argument("router", type=Path)
-    evaluate.add_argument("--data", type=Path, default=HELDOUT_PATH)
+    evaluate.add_argument("--data", type=Path, default=HELDOUT_PATH, help="single-task jsonl")
+    evaluate.add_argument("--compound", type=Path, default=COMPOUND_HELDOUT_PATH,
+                          help="multi-label jsonl for compound detection")
     evaluate.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: beside the router)")
     _common(evaluate, _cmd_eval)
 
@@ -78,25 +84,39 @@ def _emit(args, payload: dict, text: str) -> int:
 
 
 def _cmd_train(args) -> int:
-    from minivlm.router.evaluate import evaluate_router, format_report
     from minivlm.router.train import TrainConfig, train_minilm_router
 
     _setup(args)
     config = TrainConfig(seed=args.seed, head_steps=args.head_steps, calibration_fraction=args.calibration_fraction)
-    report = train_minilm_router(args.output, train_path=args.data, config=config, progress=not args.json)
-    heldout = evaluate_router(args.output, args.heldout)
+    report = train_minilm_router(args.output, train_path=args.data, compound_path=args.compound_data,
+                                 config=config, progress=not args.json)
+    heldout, compound, text = _evaluate(args.output, args.heldout, args.compound_heldout, None)
     text = (f"trained {report.output_dir} in {report.seconds:.1f} s: T={report.temperature:.3f}, calibration "
-            f"ECE {report.ece_before:.4f} -> {report.ece_after:.4f}\n\nheld-out ({args.heldout}):\n"
-            + format_report(heldout))
-    return _emit(args, {"train": asdict(report), "heldout": asdict(heldout)}, text)
+            f"ECE {report.ece_before:.4f} -> {report.ece_after:.4f}; scores head: exact task sets "
+            f"{report.compound_train_exact:.4f} on {report.n_compound_train} compound-file rows, calibration "
+            f"queries flagged compound {report.calibration_flagged_compound:.4f}\n\nheld-out ({args.heldout}, "
+            f"{args.compound_heldout}):\n" + text)
+    return _emit(args, {"train": asdict(report), "heldout": asdict(heldout), "compound": asdict(compound)}, text)
 
 
 def _cmd_eval(args) -> int:
-    from minivlm.router.evaluate import evaluate_router, format_report
-
     _setup(args)
-    report = evaluate_router(args.router, args.data, tokenizer_dir=args.tokenizer)
-    return _emit(args, asdict(report), format_report(report))
+    report, compound, text = _evaluate(args.router, args.data, args.compound, args.tokenizer)
+    return _emit(args, {**asdict(report), "compound": asdict(compound)}, text)
+
+
+def _evaluate(router: Path, data: Path, compound_data: Path, tokenizer: Path | None):
+    """Single-task and compound reports from one loaded router, and their text."""
+    from minivlm.router.data import load_examples, load_multilabel
+    from minivlm.router.evaluate import (evaluate_compound, evaluate_probs, format_compound_report, format_report,
+                                         load_predictor)
+
+    predict = load_predictor(router, tokenizer_dir=tokenizer)
+    examples, compound_examples = load_examples(data), load_multilabel(compound_data)
+    output = predict(examples.texts)
+    report = evaluate_probs(output.probs, examples, output.scores)
+    compound = evaluate_compound(predict(compound_examples.texts).scores, compound_examples)
+    return report, compound, format_report(report) + "\n\n" + format_compound_report(compound)
 
 
 def _cmd_export(args) -> int:
@@ -106,7 +126,8 @@ def _cmd_export(args) -> int:
     _setup(args)
     loaded = load_router(args.router, tokenizer_dir=args.tokenizer, temperature=args.temperature)
     report = export_router(loaded, args.output)
-    text = f"wrote {report.onnx_path} and {report.tokenizer_dir}; max |onnx - torch| {report.max_abs_diff}"
+    text = (f"wrote {report.onnx_path} and {report.tokenizer_dir}; max |onnx - torch| per output and batch size "
+            f"{report.output_diffs}" + ("" if report.has_scores_head else "; no scores head: task_scores = task_probs"))
     return _emit(args, asdict(report), text)
 
 

@@ -1,4 +1,8 @@
-"""Routing data sets: jsonl rows {"text": query, "task": one of protocol.TASKS}."""
+"""Routing data sets.
+
+Single-task jsonl rows: {"text": query, "task": one of protocol.TASKS}.
+Multi-label (compound) jsonl rows: {"text": query, "tasks": [one or more of protocol.TASKS]}.
+"""
 from __future__ import annotations
 
 import json
@@ -6,11 +10,15 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from vlm_client.protocol import TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_PATH = REPO_ROOT / "data" / "routing" / "train.jsonl"
 HELDOUT_PATH = REPO_ROOT / "data" / "routing" / "heldout.jsonl"
+COMPOUND_TRAIN_PATH = REPO_ROOT / "data" / "routing" / "compound_train.jsonl"
+COMPOUND_HELDOUT_PATH = REPO_ROOT / "data" / "routing" / "compound_heldout.jsonl"
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,35 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+
+@dataclass(frozen=True)
+class MultiLabelExamples:
+    texts: list[str]
+    targets: np.ndarray    # (N, len(TASKS)) float32, 1 where the query asks for the task
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @classmethod
+    def from_single_task(cls, examples: Examples) -> "MultiLabelExamples":
+        return cls(list(examples.texts), np.eye(len(TASKS), dtype=np.float32)[examples.labels].reshape(-1, len(TASKS)))
+
+
+def load_multilabel(path: str | Path) -> MultiLabelExamples:
+    texts, targets = [], []
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        tasks = row.get("tasks")
+        if (not isinstance(row.get("text"), str) or not isinstance(tasks, list) or not tasks
+                or any(t not in TASKS for t in tasks) or len(set(tasks)) != len(tasks)):
+            raise ValueError(f"{path}:{line_no}: expected {{'text': str, 'tasks': distinct tasks from {TASKS}}}, "
+                             f"got {row!r}")
+        texts.append(row["text"])
+        targets.append([float(t in tasks) for t in TASKS])
+    return MultiLabelExamples(texts, np.asarray(targets, dtype=np.float32).reshape(-1, len(TASKS)))
 
 
 def load_examples(path: str | Path) -> Examples:

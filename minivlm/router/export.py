@@ -1,7 +1,12 @@
 """Export a router to the served ONNX graph and prove it matches PyTorch.
 
 Graph spec (names from vlm_client.protocol): inputs `input_ids`, `attention_mask` (INT64 [batch, sequence]),
-output `task_probs` (FP32 [batch, 3]) = softmax(logits / T) with the fitted temperature baked in.
+outputs, in this order:
+    `task_probs`  (FP32 [batch, 3]) = softmax(logits / T) with the fitted temperature baked in;
+    `task_scores` (FP32 [batch, 3]) = sigmoid(score logits) from the MiniLM scores head. A router without
+                  one (the notebook's LSTM, MiniLM folders saved before the head existed) serves
+                  task_scores = task_probs: they sum to 1, so no query is compound (barring an exact
+                  0.5/0.5 tie).
 The QueryTokenizer folder the graph expects is written beside it.
 """
 from __future__ import annotations
@@ -17,7 +22,7 @@ import torch
 from torch import nn
 
 from minivlm.errors import ExportParityError
-from minivlm.router.loading import LoadedRouter, load_router
+from minivlm.router.loading import LoadedRouter, has_scores_head, load_router, router_logits
 from minivlm.router.onnx_runtime import OnnxRouter, tokenizer_dir_for
 from vlm_client.protocol import ROUTER, ROUTER_INPUTS, ROUTER_OUTPUTS
 
@@ -33,15 +38,17 @@ DYNAMIC_AXES = {**{t.name: {0: "batch", 1: "sequence"} for t in ROUTER_INPUTS},
 
 
 class CalibratedRouter(nn.Module):
-    """The served graph: router logits -> softmax(logits / T)."""
+    """The served graph: router -> (softmax(logits / T), sigmoid(score logits) or the probabilities)."""
 
     def __init__(self, router: nn.Module, temperature: float):
         super().__init__()
         self.router = router
         self.register_buffer("temperature", torch.tensor(float(temperature)))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.router(input_ids, attention_mask) / self.temperature, dim=-1)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, score_logits = router_logits(self.router, input_ids, attention_mask)
+        probs = torch.softmax(logits / self.temperature, dim=-1)                     # (B, 3)
+        return probs, probs.clone() if score_logits is None else torch.sigmoid(score_logits)
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,9 @@ class ExportReport:
     tokenizer_dir: Path
     kind: str
     temperature: float
-    max_abs_diff: dict[int, float]     # batch size -> max |onnx - torch|
+    max_abs_diff: dict[int, float]     # batch size -> max |onnx - torch| over both outputs
+    output_diffs: dict[str, dict[int, float]]   # output name -> batch size -> max |onnx - torch|
+    has_scores_head: bool              # False: task_scores = task_probs
     tolerance: float = PARITY_TOLERANCE
 
 
@@ -67,8 +76,9 @@ def export_router(router: str | Path | LoadedRouter, onnx_path: str | Path, *,
     check_graph_spec(onnx_path)
     loaded.tokenizer.save(tokenizer_dir)
     diffs = validate_parity(module, OnnxRouter(onnx_path, tokenizer_dir))
+    worst = {b: max(d[b] for d in diffs.values()) for b in PARITY_BATCH_SIZES}
     log.info("exported %s router to %s (T=%.3f, max diff %s)", loaded.kind, onnx_path, temp, diffs)
-    return ExportReport(onnx_path, tokenizer_dir, loaded.kind, float(temp), diffs)
+    return ExportReport(onnx_path, tokenizer_dir, loaded.kind, float(temp), worst, diffs, has_scores_head(loaded.model))
 
 
 def _export_graph(module: nn.Module, sample: tuple[np.ndarray, np.ndarray], onnx_path: Path) -> None:
@@ -84,27 +94,40 @@ def _export_graph(module: nn.Module, sample: tuple[np.ndarray, np.ndarray], onnx
 
 
 def check_graph_spec(onnx_path: Path) -> None:
-    """The graph's inputs/outputs must be exactly the protocol's router tensors, in order."""
+    """The graph's inputs/outputs must be exactly the protocol's router tensors, in order: inputs INT64
+    [batch, sequence] with both axes dynamic, outputs FP32 [batch, 3] with a dynamic batch axis."""
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     got = ([i.name for i in graph.input], [o.name for o in graph.output])
     want = ([t.name for t in ROUTER_INPUTS], [t.name for t in ROUTER_OUTPUTS])
     if got != want:
         raise ExportParityError(f"{ROUTER} graph {onnx_path}: inputs/outputs {got}, expected {want}")
+    expected = [(i, onnx.TensorProto.INT64, [str, str]) for i in graph.input]
+    expected += [(o, onnx.TensorProto.FLOAT, [str, t.dims[0]]) for o, t in zip(graph.output, ROUTER_OUTPUTS)]
+    for value, elem_type, dims in expected:
+        got_dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        shape_ok = len(got_dims) == len(dims) and all(
+            isinstance(g, str) if w is str else g == w for g, w in zip(got_dims, dims))
+        if value.type.tensor_type.elem_type != elem_type or not shape_ok:
+            raise ExportParityError(f"{ROUTER} graph {onnx_path}: {value.name} has element type "
+                                    f"{value.type.tensor_type.elem_type} and shape {got_dims}, expected "
+                                    f"{onnx.TensorProto.DataType.Name(elem_type)} with dims {dims} (str = dynamic)")
 
 
 @torch.no_grad()
-def validate_parity(module: nn.Module, onnx_router: OnnxRouter, *, seed: int = 0) -> dict[int, float]:
-    """Max |onnx - torch| per batch size over real tokenized queries and random token ids; random ids give
-    less saturated probabilities, so a logit-level mismatch cannot hide behind p = 1.0."""
-    diffs, rng = {}, np.random.default_rng(seed)
+def validate_parity(module: nn.Module, onnx_router: OnnxRouter, *, seed: int = 0) -> dict[str, dict[int, float]]:
+    """Max |onnx - torch| per output and batch size over real tokenized queries and random token ids; random
+    ids give less saturated probabilities, so a logit-level mismatch cannot hide behind p = 1.0."""
+    names = [t.name for t in ROUTER_OUTPUTS]
+    diffs, rng = {name: {} for name in names}, np.random.default_rng(seed)
     for batch in PARITY_BATCH_SIZES:
-        diffs[batch] = 0.0
         for ids, mask in (onnx_router.tokenizer(list(PARITY_QUERIES[:batch])), _random_inputs(onnx_router, batch, rng)):
-            expected = module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-            diffs[batch] = max(diffs[batch], float(np.abs(onnx_router.run(ids, mask) - expected).max()))
-        if diffs[batch] > PARITY_TOLERANCE:
-            raise ExportParityError(f"{ROUTER} graph {onnx_router.onnx_path}: batch {batch} max abs "
-                                    f"difference {diffs[batch]:.3g} > tolerance {PARITY_TOLERANCE:g}")
+            expected = [t.numpy() for t in module(torch.from_numpy(ids), torch.from_numpy(mask))]
+            for name, got, want in zip(names, onnx_router.run(ids, mask), expected):
+                diffs[name][batch] = max(diffs[name].get(batch, 0.0), float(np.abs(got - want).max()))
+        for name in names:
+            if diffs[name][batch] > PARITY_TOLERANCE:
+                raise ExportParityError(f"{ROUTER} graph {onnx_router.onnx_path}: batch {batch} max abs difference "
+                                        f"{diffs[name][batch]:.3g} > tolerance {PARITY_TOLERANCE:g} in {name}")
     return diffs
 
 

@@ -1,4 +1,10 @@
-"""Load either router kind from disk behind one interface: texts -> logits / calibrated probabilities."""
+"""Load either router kind from disk behind one interface: texts -> logits, calibrated probabilities and
+multi-label task scores.
+
+Only a MiniLM router with a scores head has multi-label scores. The notebook's LSTM and MiniLM folders saved
+before the scores head existed give scores = probs, which sum to 1 and so never flag a query as compound (barring an
+exact 0.5/0.5 tie).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,29 +17,62 @@ from torch import nn
 from minivlm.router.calibration import softmax
 from minivlm.router.lstm import load_notebook_checkpoint
 from minivlm.router.minilm import ROUTER_CONFIG, load_minilm_router
+from minivlm.router.multilabel import RouterOutput, sigmoid
 from minivlm.router.tokenization import CONFIG_FILE, QueryTokenizer
 
 LSTM_CHECKPOINT = "task_classifier.pt"     # the notebook's file name inside mini-vlm-routing/
 
 
+def has_scores_head(model: nn.Module) -> bool:
+    return getattr(model, "scores_head", None) is not None
+
+
+def router_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(task logits, multi-label score logits), or (task logits, None) for a router without a scores head."""
+    if has_scores_head(model):
+        return model.forward_with_scores(input_ids, attention_mask)
+    return model(input_ids, attention_mask), None
+
+
 @dataclass
 class LoadedRouter:
     kind: str
-    model: nn.Module            # forward(input_ids, attention_mask) -> logits
+    model: nn.Module            # forward(input_ids, attention_mask) -> logits; MiniLM: forward_with_scores too
     tokenizer: QueryTokenizer
     temperature: float = 1.0
 
+    @property
+    def has_scores_head(self) -> bool:
+        return has_scores_head(self.model)
+
     @torch.no_grad()
-    def logits(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
+    def all_logits(self, texts: list[str], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+        """(task logits, score logits or None), each (N, 3)."""
         self.model.eval()
-        chunks = []
+        logits, scores = [np.zeros((0, 3), np.float32)], [np.zeros((0, 3), np.float32)]
         for start in range(0, len(texts), batch_size):
             ids, mask = self.tokenizer(texts[start:start + batch_size])
-            chunks.append(self.model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy())
-        return np.concatenate(chunks) if chunks else np.zeros((0, 3), np.float32)
+            task, score = router_logits(self.model, torch.from_numpy(ids), torch.from_numpy(mask))
+            logits.append(task.numpy())
+            if score is not None:
+                scores.append(score.numpy())
+        return np.concatenate(logits), np.concatenate(scores) if self.has_scores_head else None
+
+    def logits(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
+        return self.all_logits(texts, batch_size=batch_size)[0]
+
+    def predict(self, texts: list[str]) -> RouterOutput:
+        """What the exported graph serves: (task_probs, task_scores)."""
+        logits, score_logits = self.all_logits(texts)
+        probs = softmax(logits, self.temperature)
+        return RouterOutput(probs, probs.copy() if score_logits is None else sigmoid(score_logits))
 
     def probs(self, texts: list[str]) -> np.ndarray:
-        return softmax(self.logits(texts), self.temperature)
+        return self.predict(texts).probs
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        return self.predict(texts).scores
 
 
 def load_lstm_tokenizer(folder: str | Path) -> QueryTokenizer:

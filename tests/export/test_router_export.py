@@ -1,4 +1,5 @@
-"""Router ONNX export: the protocol's graph spec, parity with PyTorch at batch 1 and 4, tokenizer beside it."""
+"""Router ONNX export: the protocol's graph spec (task_probs, task_scores), parity with PyTorch at batch 1 and 4 for
+both outputs, task_scores = task_probs for routers without a scores head, tokenizer beside the graph."""
 from __future__ import annotations
 
 import os
@@ -11,12 +12,15 @@ import pytest
 import torch
 
 from minivlm.errors import ExportParityError
-from minivlm.router.export import PARITY_TOLERANCE, CalibratedRouter, export_router, validate_parity
+from minivlm.router.export import (PARITY_TOLERANCE, CalibratedRouter, check_graph_spec, export_router,
+                                   validate_parity)
 from minivlm.router.loading import load_router
 from minivlm.router.lstm import LSTMRouter, save_notebook_checkpoint
-from minivlm.router.minilm import build_pretrained_router, pretrained_encoder_dir, save_minilm_router
+from minivlm.router.minilm import (SCORES_HEAD_FILE, build_pretrained_router, pretrained_encoder_dir,
+                                   save_minilm_router)
+from minivlm.router.multilabel import is_compound
 from minivlm.router.onnx_runtime import OnnxRouter
-from vlm_client.protocol import ATTENTION_MASK, INPUT_IDS, TASK_PROBS
+from vlm_client.protocol import ATTENTION_MASK, INPUT_IDS, TASK_PROBS, TASK_SCORES
 
 # The long one is truncated to the tokenizer's maximum (64 for MiniLM): the longest sequence served.
 QUERIES = ["describe this image", "where are the objects? give coordinates " * 12, "is the dog happy?", "caption"]
@@ -47,9 +51,19 @@ def minilm_export(tmp_path_factory):
     return folder, export_router(folder, folder.parent / "onnx" / "router.onnx")
 
 
-@pytest.fixture(params=["lstm", "minilm"])
-def exported(request, lstm_export, minilm_export):
-    return {"lstm": lstm_export, "minilm": minilm_export}[request.param]
+@pytest.fixture(scope="module")
+def minilm_old_export(minilm_export):
+    """The same router saved before the scores head existed: no scores_head.safetensors in the folder."""
+    folder = minilm_export[0].parent / "old_router"
+    model, tokenizer = build_pretrained_router()
+    save_minilm_router(folder, model, tokenizer, temperature=0.5)
+    (folder / SCORES_HEAD_FILE).unlink()
+    return folder, export_router(folder, folder.parent / "old_onnx" / "router.onnx")
+
+
+@pytest.fixture(params=["lstm", "minilm", "minilm_old"])
+def exported(request, lstm_export, minilm_export, minilm_old_export):
+    return {"lstm": lstm_export, "minilm": minilm_export, "minilm_old": minilm_old_export}[request.param]
 
 
 def test_graph_declares_the_protocol_tensors(exported):
@@ -58,23 +72,48 @@ def test_graph_declares_the_protocol_tensors(exported):
     assert [i.name for i in graph.input] == [INPUT_IDS.name, ATTENTION_MASK.name]   # the LSTM keeps the mask
     assert {i.type.tensor_type.elem_type for i in graph.input} == {onnx.TensorProto.INT64}
     assert all(isinstance(d, str) for i in graph.input for d in dims(i))               # batch, sequence dynamic
-    assert [o.name for o in graph.output] == [TASK_PROBS.name]
-    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    assert isinstance(dims(graph.output[0])[0], str) and dims(graph.output[0])[1] == 3
+    assert [o.name for o in graph.output] == [TASK_PROBS.name, TASK_SCORES.name]
+    for output in graph.output:
+        assert output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert isinstance(dims(output)[0], str) and dims(output)[1] == 3
 
 
-def test_parity_at_batch_1_and_4(exported):
+def test_parity_at_batch_1_and_4_for_both_outputs(exported):
     report = exported[1]
-    assert set(report.max_abs_diff) == {1, 4} and max(report.max_abs_diff.values()) <= PARITY_TOLERANCE
+    assert set(report.output_diffs) == {TASK_PROBS.name, TASK_SCORES.name}
+    for diffs in report.output_diffs.values():
+        assert set(diffs) == {1, 4} and max(diffs.values()) <= PARITY_TOLERANCE
+    assert report.max_abs_diff == {b: max(d[b] for d in report.output_diffs.values()) for b in (1, 4)}
 
 
-def test_onnx_probabilities_match_torch_on_fresh_queries(exported):
+def test_onnx_outputs_match_torch_on_fresh_queries(exported):
     source, report = exported
     torch_router = load_router(source, temperature=report.temperature)
     onnx_router = OnnxRouter(report.onnx_path)        # tokenizer folder found beside the graph
     for batch in (1, 4):
-        np.testing.assert_allclose(onnx_router.probs(QUERIES[:batch]), torch_router.probs(QUERIES[:batch]),
-                                   atol=PARITY_TOLERANCE, rtol=0)
+        got, want = onnx_router.predict(QUERIES[:batch]), torch_router.predict(QUERIES[:batch])
+        np.testing.assert_allclose(got.probs, want.probs, atol=PARITY_TOLERANCE, rtol=0)
+        np.testing.assert_allclose(got.scores, want.scores, atol=PARITY_TOLERANCE, rtol=0)
+
+
+def test_minilm_scores_are_independent_sigmoids(minilm_export):
+    source, report = minilm_export
+    model = load_router(source).model
+    ids, mask = OnnxRouter(report.onnx_path).tokenizer(QUERIES)
+    with torch.no_grad():
+        expected = torch.sigmoid(model.scores_head(model.features(torch.from_numpy(ids), torch.from_numpy(mask))))
+    scores = OnnxRouter(report.onnx_path).scores(QUERIES)
+    assert report.has_scores_head and not np.allclose(scores.sum(axis=1), 1.0, atol=1e-2)
+    np.testing.assert_allclose(scores, expected.numpy(), atol=PARITY_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("which", ["lstm", "minilm_old"])
+def test_routers_without_a_scores_head_serve_probs_as_scores(which, lstm_export, minilm_old_export):
+    report = {"lstm": lstm_export, "minilm_old": minilm_old_export}[which][1]
+    output = OnnxRouter(report.onnx_path).predict(QUERIES)
+    assert not report.has_scores_head
+    np.testing.assert_array_equal(output.scores, output.probs)
+    assert not is_compound(output.scores).any()
 
 
 def test_temperature_is_baked_in(lstm_export):
@@ -97,3 +136,23 @@ def test_parity_error_names_the_graph_and_the_difference(lstm_export):
     other = CalibratedRouter(LSTMRouter(30522, embed_dim=16, hidden_dim=16), 1.0).eval()   # different weights
     with pytest.raises(ExportParityError, match=rf"router graph .*router.onnx: batch 1 max abs difference"):
         validate_parity(other, OnnxRouter(report.onnx_path))
+
+
+def test_parity_error_on_task_scores_alone(minilm_export):
+    source, report = minilm_export
+    router = load_router(source)
+    with torch.no_grad():
+        router.model.scores_head.bias += 1.0          # task_probs unchanged, task_scores shifted
+    with pytest.raises(ExportParityError, match=r"batch 1 max abs difference .* in task_scores"):
+        validate_parity(CalibratedRouter(router.model, router.temperature).eval(), OnnxRouter(report.onnx_path))
+
+
+def test_graph_spec_rejects_a_graph_without_task_scores(lstm_export, tmp_path):
+    model = onnx.load(str(lstm_export[1].onnx_path))
+    model.graph.output.pop()
+    onnx.save(model, str(tmp_path / "probs_only.onnx"))
+    with pytest.raises(ExportParityError, match=r"expected .*task_scores"):
+        check_graph_spec(tmp_path / "probs_only.onnx")
+    # OnnxRouter still runs a graph exported before task_scores existed: its scores are its probabilities.
+    output = OnnxRouter(tmp_path / "probs_only.onnx", lstm_export[1].tokenizer_dir).predict(QUERIES)
+    np.testing.assert_array_equal(output.scores, output.probs)
