@@ -1,0 +1,196 @@
+"""Train the demo VLM (ViT + projector + Llama decoder, all from scratch) on synthetic scenes, on a CPU.
+
+Reproducible from the seed: the scenes of step s are scenes [s * batch, (s + 1) * batch) of the training seed,
+the schedule depends on the step only, and the wall-clock cap only ever stops training early (the stats say
+so). The model is written in the notebook's checkpoint format, so the normal export path serves it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import LlamaConfig, ViTConfig
+
+from vlm_client.protocol import TASKS
+
+from ..config import IMAGE_SIZE
+from ..factory import build_vlm, train_tokenizer, write_notebook_folder
+from ..model import MiniVLM
+from ..prompts import build_prompt
+from .auxiliary import VisionHeads, VisionTargets, vision_targets
+from .packing import PackedBatch, pack, scene_texts
+from .scenes import generate_scenes
+
+log = logging.getLogger(__name__)
+
+STATS_FILE = "demo_training.json"       # written last: its presence marks a complete model folder
+CHECKPOINT_DIR = "mini-vlm-routing"
+SAVE_RESERVE_S = 15.0                    # of the time budget, kept for writing the model
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    seed: int = 0
+    steps: int = 1400
+    batch_size: int = 32                  # images per step; each carries all its questions
+    learning_rate: float = 2e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    max_grad_norm: float = 1.0
+    patch_size: int = 32                  # 7x7 patches + CLS = 50 image positions
+    vision_hidden: int = 128
+    vision_layers: int = 3
+    language_hidden: int = 192
+    language_layers: int = 4
+    init_std: float = 0.02                # initializer_range of both models
+    vocab_size: int = 512
+    tokenizer_scenes: int = 2000
+    # "vision": the training-only vision heads (auxiliary.py); 0 turns them off
+    task_weights: dict = field(default_factory=lambda: {"caption": 0.5, "od": 1.0, "vqa": 1.0, "vision": 1.0})
+    max_minutes: float = 12.0             # wall-clock cap; stops early rather than overrun a shared machine
+    threads: int = 1                      # on a shared 2-core machine, 2 threads stall on each other's waits
+
+
+def demo_tokenizer(config: DemoConfig):
+    """A byte-level BPE trained offline on every text the scenes produce, prompts included."""
+    corpus = []
+    for scene in generate_scenes(config.seed, config.tokenizer_scenes, start=10**9):
+        corpus += [piece for task, question, answer in scene_texts(scene)
+                   for piece in (build_prompt(task, question), answer)]
+    return train_tokenizer(corpus, config.vocab_size)
+
+
+def build_demo_vlm(config: DemoConfig) -> MiniVLM:
+    tokenizer = demo_tokenizer(config)
+    vision = ViTConfig(image_size=IMAGE_SIZE, patch_size=config.patch_size, hidden_size=config.vision_hidden,
+                       num_hidden_layers=config.vision_layers, num_attention_heads=4, initializer_range=config.init_std,
+                       intermediate_size=config.vision_hidden * 4)
+    eos = tokenizer.eos_token_id
+    language = LlamaConfig(vocab_size=len(tokenizer), hidden_size=config.language_hidden,
+                           intermediate_size=config.language_hidden * 8 // 3, num_hidden_layers=config.language_layers,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                           tie_word_embeddings=True, initializer_range=config.init_std, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    return build_vlm(vision, language, tokenizer, seed=config.seed)
+
+
+def packed_loss(vlm: MiniVLM, batch: PackedBatch, task_weights: dict,
+                vision: tuple[VisionHeads, VisionTargets] | None = None) -> tuple[torch.Tensor, dict]:
+    """Weighted sum of each task's mean token loss (plus the vision heads' loss when given); also returns the
+    parts for the progress bar."""
+    lm = vlm.language_model
+    vit_hidden = vlm.vision.vit(pixel_values=batch.pixel_values).last_hidden_state   # (B, N, vision_dim)
+    image_embeds = vlm.vision.projector(vit_hidden)         # = VisionEncoder.forward, ViT features kept
+    embeds = torch.cat([image_embeds, lm.get_input_embeddings()(batch.input_ids)], dim=1)   # (B, N + T, D)
+    hidden = lm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                      position_ids=batch.position_ids, use_cache=False).last_hidden_state
+    logits = lm.lm_head(hidden[batch.target_rows, batch.target_columns])           # (K, V)
+    losses = F.cross_entropy(logits, batch.target_ids, reduction="none")           # (K,)
+    parts = {task: losses[batch.target_tasks == i].mean() for i, task in enumerate(TASKS)}
+    total = sum(task_weights[task] * value for task, value in parts.items())
+    if vision is not None:
+        parts["vision"] = vision[0].loss(vit_hidden, vision[1])
+        total = total + task_weights["vision"] * parts["vision"]
+    return total, {name: float(value.detach()) for name, value in parts.items()}
+
+
+def learning_rate(config: DemoConfig, step: int, progress: float) -> float:
+    """Linear warm-up over steps, then cosine decay to a tenth over `progress` in [0, 1]."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    return config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _optimizer(modules: list[torch.nn.Module], config: DemoConfig) -> torch.optim.Optimizer:
+    params = [p for m in modules for p in m.parameters()]
+    decay = [p for p in params if p.ndim >= 2]          # no weight decay on norms and biases
+    rest = [p for p in params if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=config.learning_rate)
+
+
+def train_demo(config: DemoConfig, *, progress: bool = True) -> tuple[MiniVLM, dict]:
+    """Train from scratch; torch's thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _train(config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: DemoConfig, show_progress: bool) -> tuple[MiniVLM, dict]:
+    """The schedule follows the step count, unless the wall clock runs ahead of it on a busy machine: then
+    it follows the clock, so training always ends annealed within `max_minutes` (and says it was timed)."""
+    started, budget_s = time.monotonic(), config.max_minutes * 60
+    torch.manual_seed(config.seed)
+    vlm = build_demo_vlm(config)
+    head = VisionHeads(config.vision_hidden) if config.task_weights.get("vision") else None
+    vlm.vision.train()
+    vlm.language_model.train()
+    optimizer = _optimizer([vlm.vision, vlm.language_model] + ([head] if head else []), config)
+    step, losses, timed = 0, {}, False
+    loop_started = time.monotonic()
+    loop_budget_s = budget_s - (loop_started - started) - SAVE_RESERVE_S
+    with tqdm(total=config.steps, desc="demo-train", disable=not show_progress) as bar:
+        while step < config.steps:
+            clock = (time.monotonic() - loop_started) / loop_budget_s
+            if clock >= 1.0:
+                break
+            ahead = clock > (step + 1) / config.steps      # a step behind the clock: let the clock lead
+            timed = timed or ahead
+            losses = _train_step(vlm, head, optimizer, config, step, clock if ahead else step / config.steps)
+            step += 1
+            bar.update()
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+    if step < config.steps:
+        log.warning("stopped at step %d of %d: the %.1f-minute budget ran out", step, config.steps, config.max_minutes)
+    vlm.vision.eval()
+    vlm.language_model.eval()
+    return vlm, {"steps_done": step, "schedule_followed_clock": timed, "seconds": time.monotonic() - started,
+                 "final_losses": losses, "parameters": _parameter_counts(vlm), "config": asdict(config)}
+
+
+def _train_step(vlm: MiniVLM, head: VisionHeads | None, optimizer: torch.optim.Optimizer, config: DemoConfig,
+                step: int, progress: float) -> dict:
+    scenes = list(generate_scenes(config.seed, config.batch_size, start=step * config.batch_size))
+    vision = (head, vision_targets(scenes, config.patch_size)) if head else None
+    loss, per_task = packed_loss(vlm, pack(vlm, scenes), config.task_weights, vision)
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, step, progress)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    optimizer.step()
+    return {"loss": float(loss.detach()), **per_task}
+
+
+def _parameter_counts(vlm: MiniVLM) -> dict:
+    return {"vision": sum(p.numel() for p in vlm.vision.parameters()),
+            "language_model": sum(p.numel() for p in vlm.language_model.parameters())}
+
+
+def is_complete(output: str | Path) -> bool:
+    return (Path(output) / STATS_FILE).is_file() and (Path(output) / CHECKPOINT_DIR / "vlm_with_tags.pt").is_file()
+
+
+def save_demo(vlm: MiniVLM, stats: dict, output: str | Path, *, with_router: bool = True) -> Path:
+    """Notebook-format folder first, stats last (the completion marker)."""
+    output = Path(output).resolve()          # the checkpoint records base-model folders by this path
+    (output / STATS_FILE).unlink(missing_ok=True)
+    checkpoint_dir = write_notebook_folder(vlm, output, with_router=with_router)
+    (output / STATS_FILE).write_text(json.dumps(stats, indent=2))
+    return checkpoint_dir
+
+
+def checkpoint_directory(path: str | Path) -> Path:
+    """Accept either the demo-train output folder or its mini-vlm-routing/ folder."""
+    path = Path(path)
+    return path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
