@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from minivlm.router.multilabel import RouterOutput
+from minivlm.serving.onnx_runner import make_session   # the one ORT session factory (no torch)
 from minivlm.router.tokenization import QueryTokenizer
 from vlm_client.protocol import ATTENTION_MASK, INPUT_IDS, TASK_PROBS, TASK_SCORES, TASKS
 
@@ -20,15 +20,6 @@ TOKENIZER_DIRNAME = "router_tokenizer"   # written beside the .onnx file by expo
 
 def tokenizer_dir_for(onnx_path: str | Path) -> Path:
     return Path(onnx_path).parent / TOKENIZER_DIRNAME
-
-
-def make_session(onnx_path: str | Path, *, intra_op_threads: int = 1) -> ort.InferenceSession:
-    """Several Triton stubs share 2 cores: pin the thread count and do not spin idle threads."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxRouter:
