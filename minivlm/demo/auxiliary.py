@@ -17,12 +17,14 @@ from torch import nn
 from .scenes import COLOURS, SHAPES, Scene
 
 LABELS = [f"{c} {s}" for c in COLOURS for s in SHAPES]     # class k + 1; class 0 is background
-MIN_COVER = 0.06            # an object owns a patch when it covers at least this share of its pixels
+OWN_COVER = 0.25            # an object owns a patch when it covers at least this share of its pixels;
+IGNORE = -100               # patches with a smaller sliver of an object are ambiguous and left out of the loss
+BOX_WEIGHT = 3.0            # boxes are fractions: their L1 is small next to a cross-entropy
 
 
 @dataclass(frozen=True)
 class VisionTargets:
-    patch_classes: torch.Tensor       # (B, P) 0 = background, k = LABELS[k - 1]
+    patch_classes: torch.Tensor       # (B, P) 0 = background, k = LABELS[k - 1], IGNORE = a mere sliver
     patch_boxes: torch.Tensor         # (B, P, 4) the owning object's box; zeros on background
     present: torch.Tensor             # (B, L) 1.0 where the label is in the scene
     boxes: torch.Tensor               # (B, L, 4) each present label's box; zeros elsewhere
@@ -41,15 +43,16 @@ class VisionHeads(nn.Module):
         self.boxes = nn.Linear(vision_dim, len(LABELS) * 4)
 
     def loss(self, vit_hidden: torch.Tensor, targets: VisionTargets) -> torch.Tensor:
-        """Cross-entropies plus L1 on boxes (x10: boxes are fractions), over (B, N, vision_dim) ViT output."""
+        """Cross-entropies plus weighted L1 on boxes, over (B, N, vision_dim) ViT output."""
         cls, patches = vit_hidden[:, 0], vit_hidden[:, 1:]
-        loss = F.cross_entropy(self.patch_classes(patches).flatten(0, 1), targets.patch_classes.flatten())
+        loss = F.cross_entropy(self.patch_classes(patches).flatten(0, 1), targets.patch_classes.flatten(),
+                               ignore_index=IGNORE)
         loss = loss + F.binary_cross_entropy_with_logits(self.present(cls), targets.present)
-        on_object, present = targets.patch_classes > 0, targets.present > 0
+        on_object, present = targets.patch_classes > 0, targets.present > 0      # every scene has an object
+        boxes = self.boxes(cls).view(len(cls), len(LABELS), 4)
+        loss = loss + BOX_WEIGHT * F.l1_loss(boxes[present], targets.boxes[present])
         if on_object.any():
-            loss = loss + 10 * F.l1_loss(self.patch_boxes(patches)[on_object], targets.patch_boxes[on_object])
-            boxes = self.boxes(cls).view(len(cls), len(LABELS), 4)
-            loss = loss + 10 * F.l1_loss(boxes[present], targets.boxes[present])
+            loss = loss + BOX_WEIGHT * F.l1_loss(self.patch_boxes(patches)[on_object], targets.patch_boxes[on_object])
         return loss
 
 
@@ -72,7 +75,9 @@ def _patch_targets(scene: Scene, patch_size: int) -> tuple[np.ndarray, np.ndarra
     tiles = tiles.transpose(0, 2, 1, 3).reshape(grid * grid, patch_size * patch_size)     # (P, pixels)
     counts = np.stack([(tiles == i).sum(axis=1) for i in range(len(scene.objects))], axis=1)  # (P, objects)
     owner = counts.argmax(axis=1)
-    owned = counts.max(axis=1) >= MIN_COVER * patch_size * patch_size
+    owned = counts.max(axis=1) >= OWN_COVER * patch_size * patch_size
+    empty = counts.sum(axis=1) == 0
     labels = np.array([LABELS.index(o.label) + 1 for o in scene.objects])
     object_boxes = np.array([o.bbox for o in scene.objects], dtype=np.float32)
-    return np.where(owned, labels[owner], 0), np.where(owned[:, None], object_boxes[owner], 0).astype(np.float32)
+    classes = np.where(owned, labels[owner], np.where(empty, 0, IGNORE))
+    return classes, np.where(owned[:, None], object_boxes[owner], 0).astype(np.float32)

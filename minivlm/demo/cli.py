@@ -22,12 +22,15 @@ def _add_train(subparsers) -> None:
                     "in the notebook's checkpoint format (DIR/mini-vlm-routing/ plus base model folders).")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write the model into")
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
-                        help="wall-clock cap in minutes; training stops early when it is reached (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the scenes and the weights (default: %(default)s)")
+                        help="wall-clock budget in minutes, tokenizer and saving included; on a busy machine the "
+                             "schedule is shortened to fit it (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for the scenes and the weights (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=DemoConfig.steps,
                         help="optimizer steps of 32 scenes each (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=DemoConfig.threads,
-                        help="torch threads; 1 is fastest on a busy 2-core machine (default: %(default)s)")
+                        help="torch threads; 0 picks 2 on an idle machine and 1 on a busy one, where two threads "
+                             "stall each other (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="retrain even if DIR already holds a complete model")
     parser.add_argument("--no-router", action="store_true",
                         help="do not write the LSTM router checkpoint (task_classifier.pt)")
@@ -58,8 +61,9 @@ def _train_command(args: argparse.Namespace) -> int:
     config = replace(DemoConfig(), seed=args.seed, steps=args.steps, max_minutes=args.minutes, threads=args.threads)
     vlm, stats = train_demo(config)
     checkpoint_dir = save_demo(vlm, stats, args.output, with_router=not args.no_router)
-    print(f"trained {stats['steps_done']} steps in {stats['seconds']:.0f} s"
-          f"{' (schedule shortened to fit --minutes)' if stats['schedule_followed_clock'] else ''}; losses {stats['final_losses']}")
+    shortened = " (schedule shortened to fit --minutes)" if stats["schedule_followed_clock"] else ""
+    print(f"trained {stats['steps_done']} steps in {stats['seconds']:.0f} s{shortened}; "
+          f"losses {stats['final_losses']}")
     print(f"checkpoint: {checkpoint_dir}")
     return 0
 

@@ -58,6 +58,7 @@ def evaluate_demo(vlm: MiniVLM, scenes: list[Scene], *, batch_size: int = 64) ->
     embeds = _image_embeds(vlm, scenes, batch_size)
     requests = [_Request(i, task) for task in ("caption", "od") for i in range(len(scenes))]
     requests += [_Request(i, "vqa", q) for i, scene in enumerate(scenes) for q, _ in scene.qa]
+    log.info("answering %d requests about %d scenes", len(requests), len(scenes))
     answers = dict(zip(requests, answer_all(vlm, embeds, requests, batch_size)))
     caption = _caption_scores(scenes, [answers[_Request(i, "caption")] for i in range(len(scenes))])
     od = _detection_scores(scenes, [answers[_Request(i, "od")] for i in range(len(scenes))])

@@ -1,7 +1,9 @@
-"""The words of a scene: its caption and its VQA pairs (colour, shape, count, presence, relative position).
+"""The words of a scene: its caption and its VQA pairs (colour, count, presence, relative position).
 
 Templates are fixed and objects are named left to right, so each image has one right answer the model can
-learn exactly. A question is only asked when its answer is unambiguous (a unique shape, a clear offset).
+learn exactly. A question is only asked when its answer is unambiguous (a unique shape, a clear offset). Objects are
+named in several ways (by shape, by side, by colour, by colour and shape), so answers rest on colour,
+shape and position alike.
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ def questions(objects: tuple[SceneObject, ...], rng: np.random.Generator,
     """One question of each kind the scene allows, in a fixed kind order."""
     makers: list[Callable[[], tuple[str, str] | None]] = [
         lambda: _colour_question(objects, rng),
-        lambda: _shape_question(objects, rng),
         lambda: _count_question(objects, rng, colours, shapes),
         lambda: _presence_question(objects, rng, colours, shapes),
         lambda: _position_question(objects, rng),
@@ -37,21 +38,27 @@ def questions(objects: tuple[SceneObject, ...], rng: np.random.Generator,
 
 
 def _colour_question(objects, rng) -> tuple[str, str] | None:
+    """About the object with a unique shape, or the one clearly leftmost or rightmost."""
+    word = rng.choice(_COLOUR_WORDS)
     shapes = [o.shape for o in objects]
-    unique = [o for o in objects if shapes.count(o.shape) == 1]
-    if not unique:
+    by_shape = [(f"the {o.shape}", o) for o in objects if shapes.count(o.shape) == 1]
+    by_side = [(f"the {side} object", o) for side, o in _extremes(objects)]
+    pool = by_shape if by_shape and (not by_side or rng.random() < 0.5) else by_side
+    if not pool:
         return None
-    target = unique[rng.integers(len(unique))]
-    return f"What {rng.choice(_COLOUR_WORDS)} is the {target.shape}?", target.colour
+    name, target = pool[rng.integers(len(pool))]
+    return f"What {word} is {name}?", target.colour
 
 
-def _shape_question(objects, rng) -> tuple[str, str] | None:
-    colours = [o.colour for o in objects]
-    unique = [o for o in objects if colours.count(o.colour) == 1]
-    if not unique:
-        return None
-    target = unique[rng.integers(len(unique))]
-    return f"What shape is the {target.colour} object?", target.shape
+def _extremes(objects) -> list[tuple[str, SceneObject]]:
+    """("leftmost", obj) / ("rightmost", obj) where no other object is within MIN_OFFSET of it in x."""
+    xs = sorted(objects, key=lambda o: o.center[0])
+    found = []
+    if len(xs) == 1 or xs[1].center[0] - xs[0].center[0] >= MIN_OFFSET:
+        found.append(("leftmost", xs[0]))
+    if len(xs) > 1 and xs[-1].center[0] - xs[-2].center[0] >= MIN_OFFSET:
+        found.append(("rightmost", xs[-1]))
+    return found
 
 
 def _count_question(objects, rng, colours, shapes) -> tuple[str, str]:
@@ -66,6 +73,14 @@ def _count_question(objects, rng, colours, shapes) -> tuple[str, str]:
 
 
 def _presence_question(objects, rng, colours, shapes) -> tuple[str, str]:
+    """Half ask for a colour and a shape together; the rest for a colour or a shape alone."""
+    form = rng.choice(["both", "both", "colour", "shape"])
+    if form == "colour":
+        colour = str(rng.choice(colours))
+        return f"Is there a {colour} object?", _yes(any(o.colour == colour for o in objects))
+    if form == "shape":
+        shape = str(rng.choice(shapes))
+        return f"Is there a {shape}?", _yes(any(o.shape == shape for o in objects))
     present = {(o.colour, o.shape) for o in objects}
     if rng.random() < 0.5:
         colour, shape = sorted(present)[rng.integers(len(present))]
@@ -78,7 +93,14 @@ def _presence_question(objects, rng, colours, shapes) -> tuple[str, str]:
     return f"Is there a {colour} {shape}?", "no"
 
 
+def _yes(truth: bool) -> str:
+    return "yes" if truth else "no"
+
+
 def _position_question(objects, rng) -> tuple[str, str] | None:
+    """Objects are named by colour where that is unique in the scene, else by colour and shape."""
+    colours = [o.colour for o in objects]
+    name = {id(o): f"{o.colour} object" if colours.count(o.colour) == 1 else o.label for o in objects}
     options = []
     for a in objects:
         for b in objects:
@@ -90,12 +112,12 @@ def _position_question(objects, rng) -> tuple[str, str] | None:
     if not options:
         return None
     a, b, relation, truth = options[rng.integers(len(options))]
-    return f"Is the {a.label} {relation} the {b.label}?", "yes" if truth else "no"
+    return f"Is the {name[id(a)]} {relation} the {name[id(b)]}?", _yes(truth)
 
 
 def question_kind(question: str) -> str:
     """The template a question came from: colour, shape, count, presence or position."""
-    for prefix, kind in (("What colo", "colour"), ("What shape", "shape"), ("How many", "count"),
+    for prefix, kind in (("What colo", "colour"), ("How many", "count"),
                          ("Is there", "presence"), ("Is the", "position")):
         if question.startswith(prefix):
             return kind

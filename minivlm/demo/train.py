@@ -1,16 +1,20 @@
 """Train the demo VLM (ViT + projector + Llama decoder, all from scratch) on synthetic scenes, on a CPU.
 
-Reproducible from the seed: the scenes of step s are scenes [s * batch, (s + 1) * batch) of the training seed,
-the schedule depends on the step only, and the wall-clock cap only ever stops training early (the stats say
-so). The model is written in the notebook's checkpoint format, so the normal export path serves it.
+Each step packs 32 scenes with all their questions in the serving format (packing.py), plus training-only
+vision heads (auxiliary.py) and distance-aware coordinate targets (coordinates.py). Reproducible from the seed
+and thread count: the scenes of step s are scenes [s * batch, (s + 1) * batch) of the training seed and the
+schedule follows the step count, unless a busy machine puts the wall clock ahead of it; then the schedule
+follows the clock so training still ends annealed within `max_minutes`, and the stats say so. The model is
+written in the notebook's checkpoint format, so the normal export path serves it.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -25,6 +29,7 @@ from ..factory import build_vlm, train_tokenizer, write_notebook_folder
 from ..model import MiniVLM
 from ..prompts import build_prompt
 from .auxiliary import VisionHeads, VisionTargets, vision_targets
+from .coordinates import CoordinateTargets
 from .packing import PackedBatch, pack, scene_texts
 from .scenes import generate_scenes
 
@@ -38,24 +43,25 @@ SAVE_RESERVE_S = 15.0                    # of the time budget, kept for writing 
 @dataclass(frozen=True)
 class DemoConfig:
     seed: int = 0
-    steps: int = 1400
+    steps: int = 900
     batch_size: int = 32                  # images per step; each carries all its questions
     learning_rate: float = 2e-3
-    warmup_steps: int = 100
+    warmup_steps: int = 30
     weight_decay: float = 0.05
     max_grad_norm: float = 1.0
     patch_size: int = 32                  # 7x7 patches + CLS = 50 image positions
     vision_hidden: int = 128
     vision_layers: int = 3
-    language_hidden: int = 192
-    language_layers: int = 4
-    init_std: float = 0.02                # initializer_range of both models
+    language_hidden: int = 128
+    language_layers: int = 3
+    init_std: float = 0.08                # initializer_range of both models; 0.02 learns attention far slower
+    coordinate_sigma: float = 1.0         # spread of OD coordinate targets over neighbour values; 0 = one-hot
     vocab_size: int = 512
     tokenizer_scenes: int = 2000
     # "vision": the training-only vision heads (auxiliary.py); 0 turns them off
     task_weights: dict = field(default_factory=lambda: {"caption": 0.5, "od": 1.0, "vqa": 1.0, "vision": 1.0})
     max_minutes: float = 12.0             # wall-clock cap; stops early rather than overrun a shared machine
-    threads: int = 1                      # on a shared 2-core machine, 2 threads stall on each other's waits
+    threads: int = 0                      # 0 = 2 on an idle machine, 1 on a busy one (see _threads)
 
 
 def demo_tokenizer(config: DemoConfig):
@@ -70,18 +76,20 @@ def demo_tokenizer(config: DemoConfig):
 def build_demo_vlm(config: DemoConfig) -> MiniVLM:
     tokenizer = demo_tokenizer(config)
     vision = ViTConfig(image_size=IMAGE_SIZE, patch_size=config.patch_size, hidden_size=config.vision_hidden,
-                       num_hidden_layers=config.vision_layers, num_attention_heads=4, initializer_range=config.init_std,
-                       intermediate_size=config.vision_hidden * 4)
+                       num_hidden_layers=config.vision_layers, num_attention_heads=4,
+                       intermediate_size=config.vision_hidden * 4, initializer_range=config.init_std)
     eos = tokenizer.eos_token_id
     language = LlamaConfig(vocab_size=len(tokenizer), hidden_size=config.language_hidden,
-                           intermediate_size=config.language_hidden * 8 // 3, num_hidden_layers=config.language_layers,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                           tie_word_embeddings=True, initializer_range=config.init_std, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+                           intermediate_size=config.language_hidden * 8 // 3,
+                           num_hidden_layers=config.language_layers, num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=512, tie_word_embeddings=True, initializer_range=config.init_std,
+                           bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
     return build_vlm(vision, language, tokenizer, seed=config.seed)
 
 
-def packed_loss(vlm: MiniVLM, batch: PackedBatch, task_weights: dict,
-                vision: tuple[VisionHeads, VisionTargets] | None = None) -> tuple[torch.Tensor, dict]:
+def packed_loss(vlm: MiniVLM, batch: PackedBatch, task_weights: dict, *,
+                vision: tuple[VisionHeads, VisionTargets] | None = None,
+                coordinates: CoordinateTargets | None = None) -> tuple[torch.Tensor, dict]:
     """Weighted sum of each task's mean token loss (plus the vision heads' loss when given); also returns the
     parts for the progress bar."""
     lm = vlm.language_model
@@ -91,7 +99,8 @@ def packed_loss(vlm: MiniVLM, batch: PackedBatch, task_weights: dict,
     hidden = lm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
                       position_ids=batch.position_ids, use_cache=False).last_hidden_state
     logits = lm.lm_head(hidden[batch.target_rows, batch.target_columns])           # (K, V)
-    losses = F.cross_entropy(logits, batch.target_ids, reduction="none")           # (K,)
+    targets = coordinates.soft(batch.target_ids) if coordinates else batch.target_ids
+    losses = F.cross_entropy(logits, targets, reduction="none")                     # (K,)
     parts = {task: losses[batch.target_tasks == i].mean() for i, task in enumerate(TASKS)}
     total = sum(task_weights[task] * value for task, value in parts.items())
     if vision is not None:
@@ -117,51 +126,68 @@ def _optimizer(modules: list[torch.nn.Module], config: DemoConfig) -> torch.opti
 
 def train_demo(config: DemoConfig, *, progress: bool = True) -> tuple[MiniVLM, dict]:
     """Train from scratch; torch's thread count is restored afterwards."""
-    threads = torch.get_num_threads()
+    previous = torch.get_num_threads()
+    config = replace(config, threads=config.threads or _threads())
     torch.set_num_threads(config.threads)
     try:
         return _train(config, progress)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(previous)
+
+
+def _threads() -> int:
+    """Two threads make a step ~1.8x faster on an idle 2-core machine, but when other work holds a core each
+    step waits for the descheduled thread and runs several times slower than one thread does."""
+    busy = os.getloadavg()[0] >= 1.0
+    threads = 1 if busy else min(2, os.cpu_count() or 1)
+    log.info("load average %.2f: training with %d thread(s)", os.getloadavg()[0], threads)
+    return threads
 
 
 def _train(config: DemoConfig, show_progress: bool) -> tuple[MiniVLM, dict]:
-    """The schedule follows the step count, unless the wall clock runs ahead of it on a busy machine: then
-    it follows the clock, so training always ends annealed within `max_minutes` (and says it was timed)."""
-    started, budget_s = time.monotonic(), config.max_minutes * 60
+    started = time.monotonic()
     torch.manual_seed(config.seed)
     vlm = build_demo_vlm(config)
     head = VisionHeads(config.vision_hidden) if config.task_weights.get("vision") else None
+    coordinates = CoordinateTargets(vlm.tokenizer, config.coordinate_sigma) if config.coordinate_sigma else None
     vlm.vision.train()
     vlm.language_model.train()
     optimizer = _optimizer([vlm.vision, vlm.language_model] + ([head] if head else []), config)
-    step, losses, timed = 0, {}, False
-    loop_started = time.monotonic()
-    loop_budget_s = budget_s - (loop_started - started) - SAVE_RESERVE_S
-    with tqdm(total=config.steps, desc="demo-train", disable=not show_progress) as bar:
-        while step < config.steps:
-            clock = (time.monotonic() - loop_started) / loop_budget_s
-            if clock >= 1.0:
-                break
-            ahead = clock > (step + 1) / config.steps      # a step behind the clock: let the clock lead
-            timed = timed or ahead
-            losses = _train_step(vlm, head, optimizer, config, step, clock if ahead else step / config.steps)
-            step += 1
-            bar.update()
-            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-    if step < config.steps:
-        log.warning("stopped at step %d of %d: the %.1f-minute budget ran out", step, config.steps, config.max_minutes)
+    budget_s = config.max_minutes * 60 - (time.monotonic() - started) - SAVE_RESERVE_S
+    step, losses, timed = _loop(vlm, (head, coordinates), optimizer, config, budget_s, show_progress)
     vlm.vision.eval()
     vlm.language_model.eval()
     return vlm, {"steps_done": step, "schedule_followed_clock": timed, "seconds": time.monotonic() - started,
                  "final_losses": losses, "parameters": _parameter_counts(vlm), "config": asdict(config)}
 
 
-def _train_step(vlm: MiniVLM, head: VisionHeads | None, optimizer: torch.optim.Optimizer, config: DemoConfig,
-                step: int, progress: float) -> dict:
+def _loop(vlm, helpers, optimizer, config: DemoConfig, budget_s: float, show_progress: bool):
+    """The schedule follows the step count, unless the wall clock runs ahead of it on a busy machine: then
+    it follows the clock, so training always ends annealed within the budget (and says it was timed)."""
+    started, step, losses, timed = time.monotonic(), 0, {}, False
+    with tqdm(total=config.steps, desc="demo-train", disable=not show_progress) as bar:
+        while step < config.steps:
+            clock = (time.monotonic() - started) / budget_s
+            if clock >= 1.0:
+                log.warning("stopped at step %d of %d: the %.1f-minute budget ran out",
+                            step, config.steps, config.max_minutes)
+                break
+            ahead = clock > (step + 1) / config.steps      # a step behind the clock: let the clock lead
+            timed = timed or ahead
+            losses = _train_step(vlm, helpers, optimizer, config, step, clock if ahead else step / config.steps)
+            step += 1
+            bar.update()
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+    return step, losses, timed
+
+
+def _train_step(vlm: MiniVLM, helpers: tuple[VisionHeads | None, CoordinateTargets | None],
+                optimizer: torch.optim.Optimizer, config: DemoConfig, step: int, progress: float) -> dict:
     scenes = list(generate_scenes(config.seed, config.batch_size, start=step * config.batch_size))
+    head, coordinates = helpers
     vision = (head, vision_targets(scenes, config.patch_size)) if head else None
-    loss, per_task = packed_loss(vlm, pack(vlm, scenes), config.task_weights, vision)
+    loss, per_task = packed_loss(vlm, pack(vlm, scenes), config.task_weights, vision=vision,
+                                 coordinates=coordinates)
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(config, step, progress)
     optimizer.zero_grad(set_to_none=True)

@@ -82,6 +82,19 @@ def test_caption_names_every_object_in_order():
         assert positions == sorted(positions) and scene.caption.endswith(f"on a {scene.background} background")
 
 
+def _named(scene, name: str) -> list:
+    """The objects a question's name picks out: "red circle", "red object", "circle", "leftmost object"."""
+    if name in ("leftmost object", "rightmost object"):
+        ordered = sorted(scene.objects, key=lambda o: o.center[0])
+        return [ordered[0] if name == "leftmost object" else ordered[-1]]
+    words = name.split()
+    if words[-1] == "object":
+        return [o for o in scene.objects if o.colour == words[0]]
+    if len(words) == 2:
+        return [o for o in scene.objects if o.label == name]
+    return [o for o in scene.objects if o.shape == name]
+
+
 def test_answers_agree_with_the_objects():
     kinds = set()
     for scene in SCENES:
@@ -92,21 +105,21 @@ def test_answers_agree_with_the_objects():
                 assert answer == str(len(scene.objects))
             if kind == "presence":
                 named = question.removeprefix("Is there a ").removesuffix("?")
-                assert answer == ("yes" if named in {o.label for o in scene.objects} else "no")
+                assert answer == ("yes" if _named(scene, named) else "no")
             if kind == "colour":
-                shape = question.split()[-1].rstrip("?")
-                assert answer == next(o.colour for o in scene.objects if o.shape == shape)
-    assert kinds == {"colour", "shape", "count", "presence", "position"}
+                targets = _named(scene, question.split(" is the ")[1].rstrip("?"))
+                assert len(targets) == 1 and answer == targets[0].colour
+    assert kinds == {"colour", "count", "presence", "position"}
 
 
 def test_position_answers_follow_the_box_centres():
     for scene in SCENES:
-        by_label = {o.label: o for o in scene.objects}
         for question, answer in scene.qa:
             if question_kind(question) != "position":
                 continue
             relation = next(r for r in ("to the left of", "to the right of", "above", "below") if f" {r} " in question)
             first, second = question.removeprefix("Is the ").removesuffix("?").split(f" {relation} the ")
-            (ax, ay), (bx, by) = by_label[first].center, by_label[second].center
+            (a,), (b,) = _named(scene, first), _named(scene, second)
+            (ax, ay), (bx, by) = a.center, b.center
             truth = {"to the left of": ax < bx, "to the right of": ax > bx, "above": ay < by, "below": ay > by}
             assert answer == ("yes" if truth[relation] else "no")

@@ -67,8 +67,9 @@ def test_training_is_reproducible_from_the_seed(trained):
 
 def test_saved_model_loads_and_answers(trained, tmp_path):
     vlm, stats = trained
-    checkpoint_dir = save_demo(vlm, stats, tmp_path, with_router=False)
+    checkpoint_dir = save_demo(vlm, stats, tmp_path)
     assert checkpoint_dir == tmp_path / CHECKPOINT_DIR and is_complete(tmp_path)
+    assert (checkpoint_dir / "task_classifier.pt").is_file()
     assert json.loads((tmp_path / STATS_FILE).read_text())["steps_done"] == TINY.steps
     loaded = load_vlm(checkpoint_dir)
     for name, tensor in vlm.vision.vit.state_dict().items():
