@@ -90,6 +90,11 @@ GENERATOR = "generator"
 GENERATOR_INPUTS = (IMAGE_EMBEDS, TASK_PROBS, TASK_SCORES, QUESTION, FORCED_TASK, FORCED_BY) + GENERATION_OPTIONS
 GENERATOR_OUTPUTS = ENSEMBLE_OUTPUTS
 
+# --- generator_engine: what the generator forwards every request to ---------------------------------------
+# Decoupled (one final response per request, sent when its rows finish) with a continuously running batch;
+# the generator stays non-decoupled so the ensemble keeps answering unary infer calls.
+GENERATOR_ENGINE = "generator_engine"
+
 # --- ensemble "route": the router on its own, for clients that only want the task ------------------------
 ROUTE_ENSEMBLE = "route"
 ROUTE_INPUTS = (QUERY, TASK_OVERRIDE)
@@ -101,6 +106,7 @@ MODELS = {
     ROUTER: (ROUTER_INPUTS, ROUTER_OUTPUTS),
     VISION_ENCODER: (VISION_INPUTS, VISION_OUTPUTS),
     GENERATOR: (GENERATOR_INPUTS, GENERATOR_OUTPUTS),
+    GENERATOR_ENGINE: (GENERATOR_INPUTS, GENERATOR_OUTPUTS),
     ENSEMBLE: (ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS),
     ROUTE_ENSEMBLE: (ROUTE_INPUTS, ROUTE_OUTPUTS),
 }

@@ -11,3 +11,7 @@ class CheckpointError(ValueError):
 
 class ExportParityError(RuntimeError):
     """An exported graph's outputs differ from PyTorch by more than the stated tolerance."""
+
+
+class ServerBusyError(RuntimeError):
+    """The server already holds as many requests as it is configured to; the client may retry later."""

@@ -2,7 +2,7 @@
 
 The checked-in `model_repository/` holds every config.pbtxt and model.py; this copies it and fills in the
 build outputs: vision_encoder/1/model.onnx, router/1/model.onnx, the router's tokenizer for
-query_preprocess, and the generator's language model + tokenizer. One switch picks how ONNX graphs run:
+query_preprocess, and the language model + tokenizer for generator_engine (which `generator` forwards to). One switch picks how ONNX graphs run:
 `python` (ONNX Runtime inside python-backend models: the pip-installed server) or `onnxruntime` (Triton's
 native backend: the NGC image); another picks CPU or GPU instances.
 """
@@ -76,7 +76,7 @@ def build_repository(options: BuildOptions) -> BuildReport:
     steps.update()
     report.max_abs_diff[protocol.ROUTER] = _export_router(options, output)
     steps.update()
-    write_generator_artifacts(vlm, output / protocol.GENERATOR / "1")
+    write_generator_artifacts(vlm, output / protocol.GENERATOR_ENGINE / "1")
     apply_variant(output, onnx_backend=options.onnx_backend, device=options.device)
     (output / MANIFEST).write_text(json.dumps(asdict(report), indent=2))
     steps.update()
@@ -110,7 +110,8 @@ def _export_router(options: BuildOptions, output: Path) -> dict[int, float]:
 
 
 def apply_variant(output: Path, *, onnx_backend: str, device: str) -> None:
-    """Swap in the native onnxruntime configs and/or GPU instance groups."""
+    """Swap in the native onnxruntime configs and/or GPU instance groups (the generator's forwarders pass
+    tensors through and stay on the CPU)."""
     for name in ONNX_MODELS:
         native = output / name / "config.onnxruntime.pbtxt"
         if onnx_backend == "onnxruntime":
@@ -120,7 +121,7 @@ def apply_variant(output: Path, *, onnx_backend: str, device: str) -> None:
             native.unlink()
     kind = model_config_pb2.ModelInstanceGroup.KIND_GPU if device == "gpu" else \
         model_config_pb2.ModelInstanceGroup.KIND_CPU
-    for name in ONNX_MODELS + (protocol.GENERATOR,):
+    for name in ONNX_MODELS + (protocol.GENERATOR_ENGINE,):
         path = output / name / "config.pbtxt"
         config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
         for group in config.instance_group:

@@ -104,7 +104,7 @@ def _cached(folder: Path, build) -> None:
 
 
 # Intra-op thread settings of the models that do the heavy arithmetic, by config parameter.
-THREAD_PARAMETERS = {"generator": "torch_threads", "vision_encoder": "intra_op_threads"}
+THREAD_PARAMETERS = {"generator_engine": "torch_threads", "vision_encoder": "intra_op_threads"}
 
 
 def set_model_threads(repository: Path, threads: int) -> None:

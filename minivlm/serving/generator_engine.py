@@ -1,7 +1,9 @@
-"""The generator step: pick the task, build the notebook's prompt, decode a batch, clean the answer.
+"""The generator step: pick the task, build the notebook's prompt, decode, clean the answer.
 
-Triton hands the python model a list of requests; `GeneratorEngine.run` decodes them together (one KV-cached
-batch, each row stopping at its own EOS or limit) and returns one result per request, in order.
+`GeneratorEngine.plan` validates a request and decides what to decode (one part per task; a compound query
+has several), `jobs` turns the plan into decoder rows and `result` turns their generations into the answer.
+The served model feeds the rows to a continuously running batch (`serving.continuous.Scheduler`); `run`
+decodes a list of requests in one static batch, in-process.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from vlm_client.protocol import NO_TASK, ROUTED_BY_ROUTER, ROUTED_BY_ROUTER_UNCE
 from ..config import TaskDefaults
 from ..detection import DetectionResult, parse_detection
 from ..errors import InputError
+from ..continuous import Job
 from ..generation import Generation, SamplingParams, decode
 from ..prompts import build_prompt, clean_answer, question_clause
 from .options import RequestOptions, sampling_params
@@ -123,49 +126,39 @@ class GeneratorEngine:
                              f"exceeds the model's {self.max_positions} positions")
         return _Part(task, prompt_ids, params)
 
+    def jobs(self, request: GenerationRequest, plan: _Plan, key=None) -> list[Job]:
+        """One decoder row per part: [image embeds] + [prompt token embeds]; keys are (key, part index)."""
+        embedding, device = self.language_model.get_input_embeddings(), self.language_model.device
+        with torch.inference_mode():
+            image = torch.as_tensor(np.array(request.image_embeds, dtype=np.float32), device=device)  # a copy
+            return [Job((key, i), torch.cat([image, embedding(torch.tensor(part.prompt_ids, device=device))]),
+                        part.params) for i, part in enumerate(plan.parts)]
+
+    def result(self, request: GenerationRequest, plan: _Plan, generations: list[Generation]) -> GenerationResult:
+        return GenerationResult(plan.routing, plan.confidence,
+                                tuple(self._part_result(part, generation, request)
+                                      for part, generation in zip(plan.parts, generations)))
+
     def run(self, requests: list[GenerationRequest]) -> list[GenerationResult | InputError]:
+        """Decode every valid request in one static batch; a bad one gets its InputError, in place."""
         plans: list[_Plan | InputError] = []
         for request in requests:
             try:
                 plans.append(self.plan(request))
             except InputError as error:
                 plans.append(error)
-        jobs = [(r, part) for r, p in zip(requests, plans) if isinstance(p, _Plan) for part in p.parts]
-        generations = iter(self._decode(jobs) if jobs else ())
+        jobs = [job for i, (r, p) in enumerate(zip(requests, plans)) if isinstance(p, _Plan)
+                for job in self.jobs(r, p, key=i)]
+        generations = dict(zip((job.key for job in jobs),
+                               decode(self.language_model, [job.prefix for job in jobs], [job.params for job in jobs],
+                                      int(self.tokenizer.eos_token_id)) if jobs else ()))
         return [p if isinstance(p, InputError) else
-                GenerationResult(p.routing, p.confidence, tuple(self._part_result(part, next(generations), r)
-                                                                for part in p.parts))
-                for r, p in zip(requests, plans)]
-
-    def run_rows(self, requests: list[RowInputs]) -> list[list[GenerationResult] | InputError]:
-        """Each Triton request may carry several rows; all valid rows of all requests decode together.
-        A request with any bad row gets one InputError; the other requests are unaffected."""
-        parsed: list[list[GenerationRequest] | InputError] = []
-        for inputs in requests:
-            try:
-                parsed.append(requests_from_rows(inputs))
-            except InputError as error:
-                parsed.append(error)
-        flat = [row for rows in parsed if not isinstance(rows, InputError) for row in rows]
-        results = iter(self.run(flat))
-        grouped = [rows if isinstance(rows, InputError) else [next(results) for _ in rows] for rows in parsed]
-        return [next((r for r in g if isinstance(r, InputError)), g) if isinstance(g, list) else g
-                for g in grouped]
+                self.result(r, p, [generations[(i, k)] for k in range(len(p.parts))])
+                for i, (r, p) in enumerate(zip(requests, plans))]
 
     def warm_up(self) -> None:
         """Decode once at load, so the first real request does not pay for lazy initialization."""
-        config = self.language_model.config
-        embeds = np.zeros((4, config.hidden_size), dtype=np.float32)
-        self.run([GenerationRequest(embeds, np.array([1.0, 0.0, 0.0]), "", options=RequestOptions(max_new_tokens=2))])
-
-    def _decode(self, jobs: list[tuple[GenerationRequest, _Part]]) -> list[Generation]:
-        embedding, device = self.language_model.get_input_embeddings(), self.language_model.device
-        with torch.inference_mode():
-            prefixes = [torch.cat([torch.as_tensor(np.asarray(r.image_embeds, dtype=np.float32), device=device),
-                                   embedding(torch.tensor(part.prompt_ids, device=device))], dim=0)
-                        for r, part in jobs]
-        return decode(self.language_model, prefixes, [part.params for _, part in jobs],
-                      int(self.tokenizer.eos_token_id))
+        self.run([warm_up_request(self.language_model.config.hidden_size)])
 
     def _part_result(self, part: _Part, generation: Generation, request: GenerationRequest) -> PartResult:
         text = clean_answer(self.tokenizer.decode(list(generation.token_ids), skip_special_tokens=True))
@@ -175,6 +168,12 @@ class GeneratorEngine:
             prompt_tokens=request.image_embeds.shape[0] + len(part.prompt_ids),
             completion_tokens=len(generation.token_ids) + (generation.finish_reason == "stop"),
         )
+
+
+def warm_up_request(hidden_size: int) -> GenerationRequest:
+    """A two-token caption of a 4-position blank image: touches every code path of decoding."""
+    return GenerationRequest(np.zeros((4, hidden_size), dtype=np.float32), np.array([1.0, 0.0, 0.0]), "",
+                             options=RequestOptions(max_new_tokens=2))
 
 
 def _task_vector(values: np.ndarray, name: str) -> np.ndarray:

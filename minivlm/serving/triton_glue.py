@@ -13,7 +13,7 @@ import numpy as np
 
 from vlm_client.protocol import Tensor
 
-from ..errors import InputError
+from ..errors import InputError, ServerBusyError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,16 @@ _NUMPY_DTYPES = {"FP32": np.float32, "INT32": np.int32, "INT64": np.int64, "BOOL
 def error_response(pb_utils, step: str, message: str, *, invalid_argument: bool = True):
     code = pb_utils.TritonError.INVALID_ARG if invalid_argument else pb_utils.TritonError.INTERNAL
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{step}: {message}", code))
+
+
+def exception_response(pb_utils, step: str, error: BaseException):
+    """Bad input -> INVALID_ARG with its message; a full server -> UNAVAILABLE; anything else is a bug."""
+    if isinstance(error, InputError):
+        return error_response(pb_utils, step, str(error))
+    if isinstance(error, ServerBusyError):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{step}: {error}",
+                                                                     pb_utils.TritonError.UNAVAILABLE))
+    return error_response(pb_utils, step, f"internal error: {type(error).__name__}: {error}", invalid_argument=False)
 
 
 def respond_each(pb_utils, step: str, requests: list, handle: Callable) -> list:

@@ -1,6 +1,7 @@
 """Every checked-in config.pbtxt agrees with vlm_client.protocol, the single source of tensor names."""
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,28 @@ def test_both_onnx_variants_produce_valid_configs(tmp_path, backend, device):
             (backend, backend == "python")
         assert not (tmp_path / "repo" / name / "config.onnxruntime.pbtxt").exists()
     kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
-    for name in (protocol.ROUTER, protocol.VISION_ENCODER, protocol.GENERATOR):
+    for name in (protocol.ROUTER, protocol.VISION_ENCODER, protocol.GENERATOR_ENGINE, protocol.GENERATOR):
         groups = parse(tmp_path / "repo" / name / "config.pbtxt").instance_group
-        assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in groups] == [kind]
+        expected = "KIND_CPU" if name == protocol.GENERATOR else kind       # forwarders only pass tensors on
+        assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in groups] == [expected]
+
+
+def test_generator_forwards_to_a_decoupled_engine_and_stays_unary():
+    """A decoupled ensemble step would make `vlm` refuse unary infer: only the engine is decoupled."""
+    forwarder, engine = (parse(TEMPLATE_DIR / name / "config.pbtxt")
+                         for name in (protocol.GENERATOR, protocol.GENERATOR_ENGINE))
+    assert forwarder.parameters["engine_model"].string_value == protocol.GENERATOR_ENGINE
+    assert not forwarder.model_transaction_policy.decoupled and engine.model_transaction_policy.decoupled
+    for name in (protocol.ENSEMBLE, protocol.ROUTE_ENSEMBLE):
+        steps = parse(TEMPLATE_DIR / name / "config.pbtxt").ensemble_scheduling.step
+        assert protocol.GENERATOR_ENGINE not in {step.model_name for step in steps}
+    # one request per forwarder execution, so no request waits for a neighbour's answer
+    assert list(forwarder.dynamic_batching.preferred_batch_size) == [1]
+    assert forwarder.dynamic_batching.max_queue_delay_microseconds == 0
+    tree = ast.parse((TEMPLATE_DIR / protocol.GENERATOR / "1" / "model.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names}
+    assert imported == {"asyncio", "json", "triton_python_backend_utils"}   # light processes: no torch
+    parameters = {key: value.string_value for key, value in engine.parameters.items()}
+    assert parameters["batching"] == "continuous" and int(parameters["max_live_rows"]) >= 1
+    assert int(parameters["max_waiting_requests"]) >= 1

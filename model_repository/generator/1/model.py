@@ -1,41 +1,40 @@
-"""SmolLM decoding: every row of the requests Triton hands over together is decoded in one KV-cached batch."""
-from pathlib import Path
+"""The ensemble's generator step: each request goes unchanged to generator_engine, its answer comes back.
 
-import torch
+generator_engine is decoupled (it answers when a request's rows finish in its continuously running batch);
+an ensemble with a decoupled step would refuse unary infer calls, so this non-decoupled model sits between.
+No torch and no project imports here: these processes only pass tensors through.
+"""
+import asyncio
+import json
+
 import triton_python_backend_utils as pb_utils
-
-from minivlm.artifacts import load_generator_artifacts
-from minivlm.errors import InputError
-from minivlm.serving.generator_engine import GeneratorEngine, response_values
-from minivlm.serving.options import task_defaults_from_parameters
-from minivlm.serving.triton_glue import error_response, model_parameters, output_rows, read_rows
-from vlm_client import protocol as P
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        parameters = model_parameters(args)
-        torch.set_num_threads(int(parameters.get("torch_threads", "1")))
-        device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
-        language_model, tokenizer = load_generator_artifacts(Path(args["model_repository"]) / args["model_version"])
-        self.engine = GeneratorEngine(language_model.to(device), tokenizer, task_defaults_from_parameters(parameters),
-                                      min_router_confidence=float(parameters.get("min_router_confidence", "0")),
-                                      compound_min_score=float(parameters.get("compound_min_score", "0.5")))
-        self.engine.warm_up()
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        self.engine_model = parameters["engine_model"]["string_value"]
 
-    def execute(self, requests):
-        inputs = [{t: read_rows(pb_utils, r, t) for t in P.GENERATOR_INPUTS} for r in requests]
+    async def execute(self, requests):
+        return list(await asyncio.gather(*(self._forward(request) for request in requests)))
+
+    async def _forward(self, request):
+        forwarded = pb_utils.InferenceRequest(model_name=self.engine_model, inputs=request.inputs(),
+                                              requested_output_names=sorted(request.requested_output_names()))
+        answer = None
         try:
-            results = self.engine.run_rows(inputs)
-        except Exception as error:  # a decoding fault: every request of this batch gets the message
-            return [error_response(pb_utils, P.GENERATOR, f"internal error: {type(error).__name__}: {error}",
-                                   invalid_argument=False) for _ in requests]
-        return [self._response(rows) for rows in results]
+            for response in await forwarded.async_exec(decoupled=True):
+                if response.has_error() or response.output_tensors():    # the final flag may come alone
+                    answer = response
+        except Exception as error:  # the engine could not be reached: this request alone fails
+            return self._error(f"generator: internal error: {type(error).__name__}: {error}")
+        if answer is None:
+            return self._error(f"generator: internal error: {self.engine_model} sent no answer")
+        if answer.has_error():      # its message already names the step ("generator: ...")
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(answer.error().message(),
+                                                                         answer.error().code()))
+        return pb_utils.InferenceResponse(answer.output_tensors())
 
     @staticmethod
-    def _response(rows):
-        if isinstance(rows, InputError):
-            return error_response(pb_utils, P.GENERATOR, str(rows))
-        columns = [response_values(row) for row in rows]
-        return pb_utils.InferenceResponse([output_rows(pb_utils, t, [c[t] for c in columns])
-                                           for t in P.GENERATOR_OUTPUTS])
+    def _error(message):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))

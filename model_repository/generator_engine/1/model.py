@@ -1,0 +1,53 @@
+"""SmolLM decoding with continuous batching (decoupled): `execute` queues, the scheduler thread answers."""
+from functools import partial
+from pathlib import Path
+
+import torch
+import triton_python_backend_utils as pb_utils
+
+from minivlm.artifacts import load_generator_artifacts
+from minivlm.serving.continuous import Scheduler
+from minivlm.serving.generator_engine import GeneratorEngine, requests_from_rows, response_values
+from minivlm.serving.options import task_defaults_from_parameters
+from minivlm.serving.triton_glue import exception_response, model_parameters, output_rows, read_rows
+from vlm_client import protocol as P
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        parameters = model_parameters(args)
+        torch.set_num_threads(int(parameters.get("torch_threads", "1")))
+        device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
+        language_model, tokenizer = load_generator_artifacts(Path(args["model_repository"]) / args["model_version"])
+        engine = GeneratorEngine(language_model.to(device), tokenizer, task_defaults_from_parameters(parameters),
+                                 min_router_confidence=float(parameters.get("min_router_confidence", "0")),
+                                 compound_min_score=float(parameters.get("compound_min_score", "0.5")))
+        self.scheduler = Scheduler(engine, max_live_rows=int(parameters.get("max_live_rows", "16")),
+                                   max_waiting_requests=int(parameters.get("max_waiting_requests", "64")),
+                                   continuous=parameters.get("batching", "continuous") == "continuous").start()
+        self.scheduler.warm_up()
+
+    def execute(self, requests):
+        for request in requests:         # every request gets exactly one (final) response, later or now
+            sender = request.get_response_sender()
+            try:
+                rows = requests_from_rows({t: read_rows(pb_utils, request, t) for t in P.GENERATOR_INPUTS})
+                self.scheduler.submit(rows, partial(self._send, sender))
+            except Exception as error:   # bad input, a full queue: this request alone
+                sender.send(exception_response(pb_utils, P.GENERATOR, error), flags=FINAL)
+        return None
+
+    @staticmethod
+    def _send(sender, outcome):
+        """From the scheduler thread: one request's rows, or its error."""
+        if isinstance(outcome, BaseException):
+            sender.send(exception_response(pb_utils, P.GENERATOR, outcome), flags=FINAL)
+            return
+        columns = [response_values(row) for row in outcome]
+        sender.send(pb_utils.InferenceResponse([output_rows(pb_utils, t, [c[t] for c in columns])
+                                                for t in P.GENERATOR_OUTPUTS]), flags=FINAL)
+
+    def finalize(self):
+        self.scheduler.close()

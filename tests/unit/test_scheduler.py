@@ -1,0 +1,159 @@
+"""The generator's scheduler thread: answers equal the static engine's, short requests overtake long ones,
+bad input and faults stay with their own request, the queues stay bounded."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from minivlm.config import NOTEBOOK_TASK_DEFAULTS
+from minivlm.errors import InputError, ServerBusyError
+from minivlm.serving.continuous import Scheduler
+from minivlm.serving.generator_engine import GenerationRequest, GeneratorEngine
+from minivlm.serving.options import RequestOptions
+from vlm_client.protocol import NO_TASK, ROUTED_BY_TAG, TASKS
+
+GREEDY = dict(temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_vlm):
+    return GeneratorEngine(tiny_vlm.language_model, tiny_vlm.tokenizer, dict(NOTEBOOK_TASK_DEFAULTS))
+
+
+@pytest.fixture(scope="module")
+def images(tiny_vlm):
+    pixels = torch.rand((6, 3, 224, 224), generator=torch.Generator().manual_seed(3)) * 2 - 1
+    return [e.numpy() for e in tiny_vlm.encode_images(pixels)]
+
+
+def ask(image, task: str, question: str = "", **options) -> GenerationRequest:
+    one_hot = np.eye(len(TASKS))[TASKS.index(task)]
+    return GenerationRequest(image, one_hot, question, task_scores=one_hot, forced_task=TASKS.index(task),
+                             forced_by=ROUTED_BY_TAG, options=RequestOptions(**options))
+
+
+def compound(image) -> GenerationRequest:
+    """Routed, not tagged: the scores ask for a caption and the objects."""
+    return GenerationRequest(image, np.array([0.6, 0.3, 0.1]), "describe it and find the objects",
+                             task_scores=np.array([0.9, 0.8, 0.1]), forced_task=NO_TASK,
+                             options=RequestOptions(max_new_tokens=7, temperature=0.0))
+
+
+class Outcomes:
+    """Collects what `deliver` gets, in arrival order."""
+
+    def __init__(self):
+        self.done: dict[str, object] = {}
+        self.order: list[str] = []
+        self.event = threading.Condition()
+
+    def deliver(self, name: str):
+        def callback(outcome):
+            with self.event:
+                self.done[name] = outcome
+                self.order.append(name)
+                self.event.notify_all()
+        return callback
+
+    def wait(self, count: int, timeout_s: float = 120.0) -> None:
+        with self.event:
+            assert self.event.wait_for(lambda: len(self.done) >= count, timeout_s), self.done.keys()
+
+
+@pytest.fixture
+def scheduler(engine):
+    running = Scheduler(engine, max_live_rows=4).start()
+    yield running
+    running.close()
+
+
+def test_answers_equal_the_static_engines_including_multi_row_and_compound(engine, scheduler, images):
+    requests = {
+        "caption": [ask(images[0], "caption", max_new_tokens=9, **GREEDY)],
+        "od+vqa rows": [ask(images[1], "od", max_new_tokens=14, **GREEDY),
+                        ask(images[2], "vqa", "what colour is the car?", max_new_tokens=5)],
+        "compound": [compound(images[3])],
+        "seeded": [ask(images[4], "caption", max_new_tokens=8, temperature=1.0, top_p=0.9, seed=11)],
+        "vqa": [ask(images[5], "vqa", "how many?", **GREEDY)],
+    }
+    outcomes = Outcomes()
+    for name, rows in requests.items():                     # 7 rows > 4 live: some wait for a slot
+        scheduler.submit(rows, outcomes.deliver(name))
+    outcomes.wait(len(requests))
+    for name, rows in requests.items():
+        assert outcomes.done[name] == engine.run(rows), name
+    assert [p.task for p in outcomes.done["compound"][0].parts] == ["caption", "od"]
+    assert scheduler.mode == "continuous"
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_a_short_request_overtakes_a_long_one_only_when_batching_is_continuous(engine, images, continuous):
+    scheduler = Scheduler(engine, max_live_rows=4, continuous=continuous).start()
+    try:
+        outcomes = Outcomes()
+        scheduler.submit([ask(images[0], "od", max_new_tokens=400, **GREEDY)], outcomes.deliver("long"))
+        time.sleep(0.05)                                      # the long one is decoding
+        scheduler.submit([ask(images[1], "vqa", "is it red?", max_new_tokens=2, **GREEDY)],
+                         outcomes.deliver("short"))
+        outcomes.wait(2)
+    finally:
+        scheduler.close()
+    assert outcomes.done["long"][0].parts[0].completion_tokens == 400
+    assert outcomes.order == (["short", "long"] if continuous else ["long", "short"])
+
+
+def test_a_bad_request_gets_its_own_error_and_its_neighbours_their_answers(engine, scheduler, images):
+    outcomes = Outcomes()
+    scheduler.submit([ask(images[0], "caption", max_new_tokens=4, **GREEDY)], outcomes.deliver("good"))
+    scheduler.submit([ask(images[1], "caption", max_new_tokens=4), ask(images[2], "vqa")], outcomes.deliver("bad"))
+    scheduler.submit([ask(images[3], "caption", max_new_tokens=600)], outcomes.deliver("too long"))
+    outcomes.wait(3)
+    assert isinstance(outcomes.done["bad"], InputError) and "needs a question" in str(outcomes.done["bad"])
+    assert isinstance(outcomes.done["too long"], InputError) and "600" in str(outcomes.done["too long"])
+    assert outcomes.done["good"] == engine.run([ask(images[0], "caption", max_new_tokens=4, **GREEDY)])
+
+
+def test_a_decoding_fault_fails_the_batch_and_the_scheduler_goes_on(engine, scheduler, images, monkeypatch):
+    outcomes = Outcomes()
+    original = type(scheduler.batch).step
+    monkeypatch.setattr(type(scheduler.batch), "step", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
+    scheduler.submit([ask(images[0], "caption", max_new_tokens=3, **GREEDY)], outcomes.deliver("victim"))
+    outcomes.wait(1)
+    monkeypatch.setattr(type(scheduler.batch), "step", original)
+    scheduler.submit([ask(images[1], "caption", max_new_tokens=3, **GREEDY)], outcomes.deliver("after"))
+    outcomes.wait(2)
+    assert isinstance(outcomes.done["victim"], RuntimeError)
+    assert outcomes.done["after"] == engine.run([ask(images[1], "caption", max_new_tokens=3, **GREEDY)])
+
+
+def test_waiting_requests_are_bounded(engine, images):
+    scheduler = Scheduler(engine, max_live_rows=2, max_waiting_requests=3)      # not started: nothing leaves
+    outcomes = Outcomes()
+    for i in range(3):
+        scheduler.submit([ask(images[i], "caption")], outcomes.deliver(str(i)))
+    with pytest.raises(ServerBusyError, match="max_waiting_requests=3"):
+        scheduler.submit([ask(images[3], "caption")], outcomes.deliver("3"))
+    scheduler.close()
+    scheduler.start()                                         # sees the close first
+    outcomes.wait(3)                                          # closing answers every request, with an error
+    assert all(isinstance(o, ServerBusyError) for o in outcomes.done.values())
+    with pytest.raises(ServerBusyError, match="shutting down"):
+        scheduler.submit([ask(images[0], "caption")], outcomes.deliver("late"))
+
+
+def test_warm_up_and_the_static_fallback(engine, images):
+    scheduler = Scheduler(engine, continuous=False).start()
+    try:
+        scheduler.warm_up()
+        assert scheduler.mode == "static"
+        outcomes = Outcomes()
+        rows = [ask(images[0], "od", max_new_tokens=6, **GREEDY), ask(images[1], "caption", max_new_tokens=3, **GREEDY)]
+        scheduler.submit(rows, outcomes.deliver("two rows"))
+        outcomes.wait(1)
+        assert outcomes.done["two rows"] == engine.run(rows)
+    finally:
+        scheduler.close()
