@@ -25,6 +25,15 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _modes(text: str) -> tuple[str, ...]:
+    from .served import BATCHING_MODES
+
+    modes = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    if not modes or set(modes) - set(BATCHING_MODES):
+        raise argparse.ArgumentTypeError(f"expected modes out of {','.join(BATCHING_MODES)}, got {text!r}")
+    return modes
+
+
 def _mix(text: str) -> dict[str, int]:
     try:
         return parse_mix(text)
@@ -60,6 +69,9 @@ def add_bench_command(subparsers) -> None:
     parser.add_argument("--skip-notebook", action="store_true", help="leave out the notebook pipeline")
     parser.add_argument("--skip-generate", action="store_true", help="leave out transformers generate")
     parser.add_argument("--skip-served", action="store_true", help="leave out the served ensemble")
+    parser.add_argument("--served-batching", type=_modes, default=("continuous",), metavar="MODE,...",
+                        help="generator batching to serve, one server each: continuous (default), static (the "
+                             "batches that run until their longest request ends), or continuous,static")
     parser.add_argument("--decode-batches", type=_ints, default=(1, 8), metavar="B,B,...",
                         help="batch sizes for the in-process decode-step measurement (default 1,8)")
     parser.add_argument("--threads", type=int, default=1,
@@ -85,7 +97,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, log_dir=args.cache_dir / "server-logs", mix=args.mix, requests=args.requests,
         concurrency=args.concurrency, generate_requests=args.generate_requests,
         notebook_requests=args.notebook_requests, skip_notebook=args.skip_notebook,
-        skip_generate=args.skip_generate, skip_served=args.skip_served, decode_batches=args.decode_batches,
+        skip_generate=args.skip_generate, skip_served=args.skip_served, served_batching=args.served_batching,
+        decode_batches=args.decode_batches,
         server_threads=args.server_threads or None, threads=args.threads,
         seed=args.seed, progress=not args.no_progress, command=shlex.join(["vlm", *sys.argv[1:]])))
     write_json(report, args.output / "bench.json")

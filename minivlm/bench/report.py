@@ -41,7 +41,7 @@ class BenchReport:
     bound_steps: dict                                # min decode step, image encode, prefill (seconds)
     decode_steps: list[dict]                         # measured served-decoder steps vs the bound
     systems: list[SystemResult] = field(default_factory=list)
-    server_profile: dict = field(default_factory=dict)   # concurrency -> model -> ModelLoad as dict
+    server_profile: dict = field(default_factory=dict)   # "ensemble, c=8" -> model -> ModelLoad as dict
     notes: list[str] = field(default_factory=list)
 
 
@@ -104,8 +104,8 @@ def format_bounds(report: BenchReport) -> str:
 
 def format_profile(report: BenchReport) -> str:
     lines = []
-    for concurrency, models in report.server_profile.items():
-        lines.append(f"server at concurrency {concurrency}:")
+    for served, models in report.server_profile.items():
+        lines.append(f"server, {served}:")
         for name, m in models.items():
             if not m["requests"]:
                 if m.get("cpu_s"):
@@ -149,9 +149,15 @@ def write_plot(report: BenchReport, path: Path) -> None:
     left.set_title("throughput (* = extrapolated)")
     served = [s for s in report.systems if s.name.startswith("served")]
     if served:
-        xs = [s.concurrency for s in served]
-        for attr, style in (("latency_p50_s", "o-"), ("latency_p95_s", "s--"), ("latency_p99_s", "^:")):
-            right.plot(xs, [getattr(s.summary, attr) for s in served], style, label=attr[8:11])
+        modes = {s.name.rsplit("_c", 1)[0]: None for s in served}          # served, served_static, ...
+        for mode, colour in zip(modes, ("tab:blue", "tab:orange", "tab:green")):
+            runs = [s for s in served if s.name.rsplit("_c", 1)[0] == mode]
+            xs = [s.concurrency for s in runs]
+            for attr, style in (("latency_p50_s", "o-"), ("latency_p95_s", "s--"), ("latency_p99_s", "^:")):
+                suffix = "" if mode == "served" else f" ({mode.removeprefix('served_')})"
+                right.plot(xs, [getattr(s.summary, attr) for s in runs], style, color=colour,
+                           label=attr[8:11] + suffix)
+        xs = sorted({s.concurrency for s in served})
         right.set_xscale("log", base=2)
         right.set_xticks(xs, [str(x) for x in xs])
         right.set_xlabel("concurrent clients")

@@ -33,6 +33,7 @@ class BenchOptions:
     skip_notebook: bool = False
     skip_generate: bool = False
     skip_served: bool = False
+    served_batching: Sequence[str] = ("continuous",)   # generator_engine modes to serve, one server each
     decode_batches: Sequence[int] = (1, 8)
     server_threads: int | None = 1                   # per heavy model; None = the repository's settings
     threads: int = 1                                 # torch threads of this process (recorded only)
@@ -162,22 +163,29 @@ def _generate(vlm: MiniVLM, workload: list[WorkItem], options: BenchOptions) -> 
 def _served(repository: Path, report: BenchReport, options: BenchOptions) -> None:
     if options.server_threads is not None:
         served.set_model_threads(repository, options.server_threads)
-    with served.running_server(repository, options.log_dir) as server:
-        served.warm_up(server, build_workload(3, options.task_mix))
-        for concurrency in options.concurrency:
-            count = whole_cycles(max(options.requests, concurrency), options.task_mix)
-            items = build_workload(count, options.task_mix, seed=options.seed)
-            level = served.run_level(server, items, concurrency, progress=options.progress)
-            report.systems.append(_served_result(level, items))
-            report.server_profile[concurrency] = {name: asdict(m) for name, m in level.models.items()}
+    for batching in options.served_batching:
+        served.set_batching(repository, batching)
+        with served.running_server(repository, options.log_dir) as server:
+            served.warm_up(server, build_workload(3, options.task_mix))
+            for concurrency in options.concurrency:
+                count = whole_cycles(max(options.requests, concurrency), options.task_mix)
+                items = build_workload(count, options.task_mix, seed=options.seed)
+                level = served.run_level(server, items, concurrency, progress=options.progress)
+                result = _served_result(level, items, batching)
+                report.systems.append(result)
+                report.server_profile[result.label.removeprefix("(c) served ")] = {
+                    name: asdict(m) for name, m in level.models.items()}
+    served.set_batching(repository, served.BATCHING_MODES[0])
 
 
-def _served_result(level: served.LoadLevel, items: list[WorkItem]) -> SystemResult:
+def _served_result(level: served.LoadLevel, items: list[WorkItem], batching: str = "continuous") -> SystemResult:
     limits = {i.index: i.max_new_tokens for i in items}
     summary = summarize([t.latency_s for t in level.timings], sum(t.tokens for t in level.timings), level.wall_s)
     early = sum(t.tokens < limits[t.index] for t in level.timings)
     c = level.concurrency
     cpu = sum(m.cpu_s or 0.0 for m in level.models.values())
-    return SystemResult(f"served_c{c}", f"(c) served ensemble, c={c}", c, len(items), summary,
+    name, label = (f"served_c{c}", f"(c) served ensemble, c={c}") if batching == "continuous" else \
+        (f"served_{batching}_c{c}", f"(c) served {batching} batching, c={c}")
+    return SystemResult(name, label, c, len(items), summary,
                         early_stops=early, bound_batch=min(c, 16), cpu_s_per_request=cpu / len(items),
                         cores_used=cpu / level.wall_s)

@@ -107,17 +107,31 @@ def _cached(folder: Path, build) -> None:
 THREAD_PARAMETERS = {"generator_engine": "torch_threads", "vision_encoder": "intra_op_threads"}
 
 
+BATCHING_MODES = ("continuous", "static")      # generator_engine's `batching` parameter
+
+
 def set_model_threads(repository: Path, threads: int) -> None:
     """Rewrite the cached repository's thread parameters (never the checked-in template): on 2 shared cores,
     2 intra-op threads per model stall at every parallel region whenever another process holds a core."""
+    for model, key in THREAD_PARAMETERS.items():
+        _set_parameter(repository, model, key, str(threads))
+
+
+def set_batching(repository: Path, mode: str) -> None:
+    """Continuous batching (the default) or the static batches it replaced, in the cached repository."""
+    if mode not in BATCHING_MODES:
+        raise ValueError(f"batching must be one of {BATCHING_MODES}, got {mode!r}")
+    _set_parameter(repository, "generator_engine", "batching", mode)
+
+
+def _set_parameter(repository: Path, model: str, key: str, value: str) -> None:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    for model, key in THREAD_PARAMETERS.items():
-        path = Path(repository) / model / "config.pbtxt"
-        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-        config.parameters[key].string_value = str(threads)
-        path.write_text(text_format.MessageToString(config))
+    path = Path(repository) / model / "config.pbtxt"
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    config.parameters[key].string_value = value
+    path.write_text(text_format.MessageToString(config))
 
 
 @contextmanager

@@ -1,0 +1,50 @@
+"""vlm bench's served part: the batching switch in the cached repository, its flag, and how results are named."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from minivlm.bench import served
+from minivlm.bench.cli import add_bench_command
+from minivlm.bench.run import _served_result
+from minivlm.bench.server_stats import ModelLoad
+from minivlm.repository import copy_template
+from vlm_client.protocol import GENERATOR_ENGINE
+
+
+def _parameter(repository, key: str) -> str:
+    path = repository / GENERATOR_ENGINE / "config.pbtxt"
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig()).parameters[key].string_value
+
+
+def test_set_batching_rewrites_the_engine_parameter_and_refuses_unknown_modes(tmp_path):
+    copy_template(tmp_path / "repo")
+    assert _parameter(tmp_path / "repo", "batching") == "continuous"
+    served.set_batching(tmp_path / "repo", "static")
+    assert _parameter(tmp_path / "repo", "batching") == "static"
+    served.set_model_threads(tmp_path / "repo", 2)
+    assert _parameter(tmp_path / "repo", "torch_threads") == "2"
+    with pytest.raises(ValueError, match="batching"):
+        served.set_batching(tmp_path / "repo", "dynamic")
+
+
+def test_served_batching_flag():
+    parser = argparse.ArgumentParser()
+    add_bench_command(parser.add_subparsers())
+    assert parser.parse_args(["bench"]).served_batching == ("continuous",)
+    assert parser.parse_args(["bench", "--served-batching", "continuous,static"]).served_batching == \
+        ("continuous", "static")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--served-batching", "eager"])
+
+
+def test_static_results_are_named_apart_from_continuous_ones():
+    level = served.LoadLevel(8, [served.ServedTiming(0, "vqa", 10, "length", 1.0)], 2.0,
+                             {"vlm": ModelLoad(1, 1, 1.0, {1: 1}, {}, 0.0, cpu_s=1.0)})
+    items = [type("Item", (), {"index": 0, "max_new_tokens": 10})()]
+    assert _served_result(level, items).name == "served_c8"
+    static = _served_result(level, items, "static")
+    assert (static.name, static.label) == ("served_static_c8", "(c) served static batching, c=8")
