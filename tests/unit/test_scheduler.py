@@ -157,3 +157,12 @@ def test_warm_up_and_the_static_fallback(engine, images):
         assert outcomes.done["two rows"] == engine.run(rows)
     finally:
         scheduler.close()
+
+
+def test_models_the_fast_decoder_does_not_implement_get_static_batches(engine, monkeypatch):
+    """A GPU instance or a Llama variant the fast decoder refuses: HF's forward, whole batches."""
+    import minivlm.serving.continuous as continuous
+
+    monkeypatch.setattr(continuous, "supports_fast_decoder", lambda model: False)
+    scheduler = Scheduler(engine, continuous=True)
+    assert scheduler.mode == "static" and isinstance(scheduler.batch, continuous.StaticBatch)
