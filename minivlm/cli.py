@@ -34,7 +34,7 @@ def add_export_command(subparsers) -> None:
                              "pip-installed server, no onnxruntime backend); 'onnxruntime' = Triton's native "
                              "backend (the NGC image)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                        help="instance kind of the router, vision encoder and generator (KIND_CPU/KIND_GPU)")
+                        help="instance kind of the router, vision encoder and generator_engine (KIND_CPU/KIND_GPU)")
     parser.set_defaults(func=run_export)
 
 
