@@ -129,17 +129,20 @@ class Scheduler:
                    ServerBusyError("the generator is shutting down"))
 
     def _plan(self, ticket: _Ticket) -> None:
+        """Validate and build the request's rows; a request with any bad row gets one error."""
         try:
             if not ticket.rows:
                 raise InputError("the request has no rows")
             ticket.plans = [self.engine.plan(row) for row in ticket.rows]
-        except InputError as error:               # a request with any bad row gets one error
+            for index, (row, plan) in enumerate(zip(ticket.rows, ticket.plans)):
+                ticket.jobs.extend(Job((ticket, index, part), job.prefix, job.params)
+                                   for part, job in enumerate(self.engine.jobs(row, plan)))
+        except Exception as error:  # InputError, or a bug: this request alone, the thread goes on
+            if not isinstance(error, InputError):
+                log.exception("planning a generator request failed")
             self._settled()
             self._deliver(ticket, error)
             return
-        for index, (row, plan) in enumerate(zip(ticket.rows, ticket.plans)):
-            ticket.jobs.extend(Job((ticket, index, part), job.prefix, job.params)
-                               for part, job in enumerate(self.engine.jobs(row, plan)))
         ticket.expected = len(ticket.jobs)
         self._queue.append(ticket)
 

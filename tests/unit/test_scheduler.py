@@ -130,6 +130,18 @@ def test_a_decoding_fault_fails_the_batch_and_the_scheduler_goes_on(engine, sche
     assert outcomes.done["after"] == engine.run([ask(images[1], "caption", max_new_tokens=3, **GREEDY)])
 
 
+def test_a_fault_while_planning_fails_that_request_only(engine, scheduler, images, monkeypatch):
+    outcomes = Outcomes()
+    monkeypatch.setattr(engine, "jobs", lambda *args: (_ for _ in ()).throw(KeyError("oops")))
+    scheduler.submit([ask(images[0], "caption", max_new_tokens=3, **GREEDY)], outcomes.deliver("victim"))
+    outcomes.wait(1)
+    monkeypatch.undo()
+    scheduler.submit([ask(images[1], "caption", max_new_tokens=3, **GREEDY)], outcomes.deliver("after"))
+    outcomes.wait(2)
+    assert isinstance(outcomes.done["victim"], KeyError)
+    assert outcomes.done["after"] == engine.run([ask(images[1], "caption", max_new_tokens=3, **GREEDY)])
+
+
 def test_waiting_requests_are_bounded(engine, images):
     scheduler = Scheduler(engine, max_live_rows=2, max_waiting_requests=3)      # not started: nothing leaves
     outcomes = Outcomes()
