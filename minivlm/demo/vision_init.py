@@ -10,7 +10,7 @@ checkpoint format does not change):
   ordered and near patches start out similar.
 
 Measured on the vision heads alone (300 steps of 32 scenes): the patch box error halves (L1 0.099 -> 0.055), but
-shape stays at chance (37% of patches name the right shape, colour 98%) with or without it, even after 1,000
+shape stays at chance (37% of patches name the right shape, colour 98%) with or without it, still 36-43% after 600
 steps, and in the whole 12-minute training (with 300 vision-only steps first) the held-out scores did not move
 (VQA 62% vs 63%, mAP@0.5 0.000 vs 0.003). So it is opt-in (`DemoConfig.structured_init`, `vision_steps`), kept
 for longer budgets.
