@@ -172,3 +172,17 @@ def test_perf_analyzer_command_sends_the_admin_header_over_grpc(tmp_path):
 def test_perf_analyzer_env_finds_libcudart():
     env = ts.perf_analyzer_env({})
     assert Path(env["LD_LIBRARY_PATH"].split(os.pathsep)[0], "libcudart.so.12").is_file()
+
+
+def test_orphaned_shm_regions_of_a_killed_server_are_removed_and_live_ones_kept(tmp_path):
+    from minivlm.triton_server import remove_orphaned_shm
+
+    prefix = "triton_python_backend_shm_region_"
+    older, orphan, held = (tmp_path / f"{prefix}{name}" for name in ("older", "orphan", "held"))
+    for path in (older, orphan, held):
+        path.write_bytes(b"\0" * 16)
+    os.utime(older, (1_000, 1_000))                 # before this server started: someone else's
+    since = time.time() - 5
+    with open(held, "rb"):                          # open by a live process: a running server's region
+        assert remove_orphaned_shm(since=since, shm_dir=tmp_path) == 1
+    assert older.exists() and held.exists() and not orphan.exists()
