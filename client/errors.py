@@ -10,8 +10,8 @@ from tritonclient.utils import InferenceServerException
 
 from . import protocol as proto
 
-# Composing models of the ensembles; each prefixes its own error messages with "<name>: ".
-STEPS = tuple(name for name in proto.MODELS if name not in (proto.ENSEMBLE, proto.ROUTE_ENSEMBLE))
+# What the server's error messages start with ("<step>: "): composing models and the preprocess halves.
+STEPS = proto.ERROR_STEPS
 # \b keeps e.g. "query_router:" from matching "router:"; Triton wraps the text in its own words before it.
 _STEP_RE = re.compile(r"\b(" + "|".join(map(re.escape, STEPS)) + r")\s*:\s*(.*)", re.DOTALL)
 

@@ -54,12 +54,6 @@ COMPLETION_TOKENS = Tensor("completion_tokens", "INT32", (1,))
 ENSEMBLE_OUTPUTS = (TASK, ROUTING, CONFIDENCE, TEXT, OBJECTS, JSON_VALID, FINISH_REASON, PROMPT_TOKENS,
                     COMPLETION_TOKENS, PARTS)
 
-# --- image_preprocess: encoded image bytes -> pixel values ------------------------------------------------
-IMAGE_PREPROCESS = "image_preprocess"
-PIXEL_VALUES = Tensor("pixel_values", "FP32", (3, 224, 224))
-IMAGE_PREPROCESS_INPUTS = (IMAGE,)
-IMAGE_PREPROCESS_OUTPUTS = (PIXEL_VALUES,)
-
 # --- query_preprocess: query text -> router tokens, explicit tag / override, cleaned question -------------
 QUERY_PREPROCESS = "query_preprocess"
 INPUT_IDS = Tensor("input_ids", "INT64", (-1,))
@@ -69,6 +63,17 @@ FORCED_TASK = Tensor("forced_task", "INT32", (1,))      # task id from a tag or 
 FORCED_BY = Tensor("forced_by", "BYTES", (1,))          # ROUTED_BY_TAG / ROUTED_BY_OVERRIDE / ""
 QUERY_PREPROCESS_INPUTS = (QUERY, TASK_OVERRIDE)
 QUERY_PREPROCESS_OUTPUTS = (INPUT_IDS, ATTENTION_MASK, QUESTION, FORCED_TASK, FORCED_BY)
+
+# --- preprocess: the vlm ensemble's first step, the image and the query checked and prepared together ------
+# Every bad image or query fails here, before any other step of the request runs (see vlm/config.pbtxt:
+# Triton 2.51 can corrupt or hang an ensemble when a step fails while a parallel one is in flight).
+PREPROCESS = "preprocess"
+PIXEL_VALUES = Tensor("pixel_values", "FP32", (3, 224, 224))
+PREPROCESS_INPUTS = (IMAGE, QUERY, TASK_OVERRIDE)
+PREPROCESS_OUTPUTS = (PIXEL_VALUES,) + QUERY_PREPROCESS_OUTPUTS
+# What preprocess names in its errors, so a message says which half of the request is at fault:
+# "image_preprocess: image is 1x1 pixels ..." or "query_preprocess: query is empty".
+IMAGE_PREPROCESS = "image_preprocess"
 
 # --- router: query tokens -> calibrated task probabilities ----------------------------------------------
 ROUTER = "router"
@@ -101,7 +106,7 @@ ROUTE_INPUTS = (QUERY, TASK_OVERRIDE)
 ROUTE_OUTPUTS = (TASK_PROBS, TASK_SCORES, FORCED_TASK, FORCED_BY)
 
 MODELS = {
-    IMAGE_PREPROCESS: (IMAGE_PREPROCESS_INPUTS, IMAGE_PREPROCESS_OUTPUTS),
+    PREPROCESS: (PREPROCESS_INPUTS, PREPROCESS_OUTPUTS),
     QUERY_PREPROCESS: (QUERY_PREPROCESS_INPUTS, QUERY_PREPROCESS_OUTPUTS),
     ROUTER: (ROUTER_INPUTS, ROUTER_OUTPUTS),
     VISION_ENCODER: (VISION_INPUTS, VISION_OUTPUTS),
@@ -110,3 +115,7 @@ MODELS = {
     ENSEMBLE: (ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS),
     ROUTE_ENSEMBLE: (ROUTE_INPUTS, ROUTE_OUTPUTS),
 }
+
+# Names that prefix the server's error messages ("<step>: <message>"): every composing model (internal
+# errors name the model), and IMAGE_PREPROCESS / QUERY_PREPROCESS for a bad image or query.
+ERROR_STEPS = (IMAGE_PREPROCESS,) + tuple(name for name in MODELS if name not in (ENSEMBLE, ROUTE_ENSEMBLE))

@@ -2,7 +2,15 @@
 
 
 class InputError(ValueError):
-    """A request's input is unusable; the message names the problem and the offending value."""
+    """A request's input is unusable; the message names the problem and the offending value.
+
+    `step`, when set, is the pipeline step the error message names instead of the model that raised it
+    (the `preprocess` model reports "image_preprocess" or "query_preprocess").
+    """
+
+    def __init__(self, message: str, *, step: str | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 class CheckpointError(ValueError):

@@ -1,10 +1,10 @@
 """Build a servable Triton model repository from the notebook's checkpoint folder.
 
 The checked-in `model_repository/` holds every config.pbtxt and model.py; this copies it and fills in the
-build outputs: vision_encoder/1/model.onnx, router/1/model.onnx, the router's tokenizer for
-query_preprocess, and the language model + tokenizer for generator_engine (which `generator` forwards to). One switch picks how ONNX graphs run:
-`python` (ONNX Runtime inside python-backend models: the pip-installed server) or `onnxruntime` (Triton's
-native backend: the NGC image); another picks CPU or GPU instances.
+build outputs: vision_encoder/1/model.onnx, router/1/model.onnx, the router's tokenizer for preprocess and
+query_preprocess, and the language model + tokenizer for generator_engine (which `generator` forwards to).
+One switch picks how ONNX graphs run: `python` (ONNX Runtime inside python-backend models: the pip-installed
+server) or `onnxruntime` (Triton's native backend: the NGC image); another picks CPU or GPU instances.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "model_repository"
 ONNX_BACKENDS = ("python", "onnxruntime")
 DEVICES = ("cpu", "gpu")
 ONNX_MODELS = (protocol.ROUTER, protocol.VISION_ENCODER)
+TOKENIZING_MODELS = (protocol.PREPROCESS, protocol.QUERY_PREPROCESS)   # each gets the router's tokenizer
 MANIFEST = "build_manifest.json"
 
 
@@ -104,8 +105,10 @@ def _export_router(options: BuildOptions, output: Path) -> dict[int, float]:
         raise CheckpointError(f"router source {source} does not exist")
     # The notebook's LSTM reads the language model tokenizer's ids; a MiniLM folder brings its own.
     router = load_router(source, tokenizer_dir=options.checkpoint_dir / TOKENIZER_DIR if lstm else None)
-    report = export_router(router, output / protocol.ROUTER / "1" / "model.onnx",
-                           tokenizer_dir=output / protocol.QUERY_PREPROCESS / "1" / QUERY_TOKENIZER_DIR)
+    first, *others = (output / name / "1" / QUERY_TOKENIZER_DIR for name in TOKENIZING_MODELS)
+    report = export_router(router, output / protocol.ROUTER / "1" / "model.onnx", tokenizer_dir=first)
+    for tokenizer_dir in others:
+        shutil.copytree(first, tokenizer_dir)
     return report.max_abs_diff
 
 

@@ -28,7 +28,7 @@ def error_response(pb_utils, step: str, message: str, *, invalid_argument: bool 
 def exception_response(pb_utils, step: str, error: BaseException):
     """Bad input -> INVALID_ARG with its message; a full server -> UNAVAILABLE; anything else is a bug."""
     if isinstance(error, InputError):
-        return error_response(pb_utils, step, str(error))
+        return error_response(pb_utils, error.step or step, str(error))
     if isinstance(error, ServerBusyError):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{step}: {error}",
                                                                      pb_utils.TritonError.UNAVAILABLE))
@@ -42,7 +42,7 @@ def respond_each(pb_utils, step: str, requests: list, handle: Callable) -> list:
         try:
             responses.append(handle(request))
         except InputError as error:
-            responses.append(error_response(pb_utils, step, str(error)))
+            responses.append(error_response(pb_utils, error.step or step, str(error)))
         except Exception as error:  # a bug must fail this request, not the batch or the stub
             log.exception("%s failed", step)
             responses.append(error_response(pb_utils, step, f"internal error: {type(error).__name__}: {error}",

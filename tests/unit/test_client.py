@@ -188,6 +188,11 @@ def test_max_batch_size_from_grpc_and_http_configs():
      "image_preprocess", "image could not be decoded: cannot identify image file"),
     ("in ensemble 'route', query_preprocess : query is longer than 2048 bytes",
      "query_preprocess", "query is longer than 2048 bytes"),
+    # the vlm ensemble's preprocess model names the half of the request at fault, or itself for a bug
+    ("in ensemble 'vlm', image_preprocess: image is 1x1 pixels", "image_preprocess", "image is 1x1 pixels"),
+    ("in ensemble 'vlm', Failed to process the request(s) for model 'preprocess_0_0', message: "
+     "query_preprocess: query is empty", "query_preprocess", "query is empty"),
+    ("in ensemble 'vlm', preprocess: internal error: KeyError: 'x'", "preprocess", "internal error: KeyError: 'x'"),
     ("model 'query_router': router: bad ids", "router", "bad ids"),
     ("Request for unknown model: 'vlm' is not found", None, "Request for unknown model: 'vlm' is not found"),
 ])

@@ -66,6 +66,46 @@ def test_ensemble_steps_wire_existing_tensors(ensemble):
     assert {t.name for t in config.output} <= available
 
 
+def _ancestors(steps) -> dict[str, set[str]]:
+    """Step model name -> the steps whose outputs it needs, directly or not."""
+    producer = {tensor: step.model_name for step in steps for tensor in step.output_map.values()}
+    direct = {step.model_name: {producer[t] for t in step.input_map.values() if t in producer} for step in steps}
+    ancestors = {}
+
+    def visit(name):
+        if name not in ancestors:
+            ancestors[name] = set(direct[name]).union(*(visit(parent) | {parent} for parent in direct[name]))
+        return ancestors[name]
+
+    for name in direct:
+        visit(name)
+    return ancestors
+
+
+@pytest.mark.parametrize("ensemble", [protocol.ENSEMBLE, protocol.ROUTE_ENSEMBLE])
+def test_steps_that_check_client_input_never_run_beside_another_step(ensemble):
+    """Triton 2.51 can free an ensemble request while a parallel step still uses it when a step fails beside
+    another in flight (upstream core feede8e). Steps that read the client's tensors can refuse them, so each
+    must come before or after every other step of its ensemble, never beside one."""
+    config = parse(TEMPLATE_DIR / ensemble / "config.pbtxt")
+    client_tensors = {t.name for t in config.input}
+    ancestors = _ancestors(config.ensemble_scheduling.step)
+    checking = [s.model_name for s in config.ensemble_scheduling.step if set(s.input_map.values()) & client_tensors]
+    assert checking, "some step must read the client's input"
+    for name in checking:
+        for other in ancestors:
+            assert other == name or other in ancestors[name] or name in ancestors[other], \
+                f"{name} checks client input and may run beside {other}"
+
+
+def test_vlm_checks_image_and_query_in_one_first_step_then_encodes_and_routes_in_parallel():
+    steps = parse(TEMPLATE_DIR / protocol.ENSEMBLE / "config.pbtxt").ensemble_scheduling.step
+    ancestors = _ancestors(steps)
+    assert ancestors[protocol.PREPROCESS] == set()
+    assert ancestors[protocol.ROUTER] == ancestors[protocol.VISION_ENCODER] == {protocol.PREPROCESS}
+    assert ancestors[protocol.GENERATOR] == {protocol.PREPROCESS, protocol.ROUTER, protocol.VISION_ENCODER}
+
+
 @pytest.mark.parametrize("path", sorted(TEMPLATE_DIR.glob("*/1/model.py")), ids=lambda p: p.parent.parent.name)
 def test_python_models_are_thin(path):
     assert len(path.read_text().splitlines()) <= 60
