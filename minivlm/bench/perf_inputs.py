@@ -47,17 +47,16 @@ def _fixed(item: WorkItem) -> dict:
     return {P.MAX_NEW_TOKENS.name: [item.max_new_tokens], P.TEMPERATURE.name: [0.0]}
 
 
+def _preprocess(item: WorkItem, fixed: bool) -> dict:
+    return {P.IMAGE.name: bytes_element(item.image), P.QUERY.name: bytes_element(item.query.encode())}
+
+
 def _vlm(item: WorkItem, fixed: bool) -> dict:
-    element = {P.IMAGE.name: bytes_element(item.image), P.QUERY.name: bytes_element(item.query.encode())}
-    return element | (_fixed(item) if fixed else {})
+    return _preprocess(item, fixed) | (_fixed(item) if fixed else {})
 
 
 def _query(item: WorkItem, fixed: bool) -> dict:
     return {P.QUERY.name: bytes_element(item.query.encode())}
-
-
-def _image(item: WorkItem, fixed: bool) -> dict:
-    return {P.IMAGE.name: bytes_element(item.image)}
 
 
 def _generator(item: WorkItem, fixed: bool, embeds_shape: tuple[int, int]) -> dict:
@@ -75,7 +74,7 @@ def _generator(item: WorkItem, fixed: bool, embeds_shape: tuple[int, int]) -> di
 
 
 MODELS: dict[str, Callable] = {P.ENSEMBLE: _vlm, P.ROUTE_ENSEMBLE: _query, P.QUERY_PREPROCESS: _query,
-                               P.IMAGE_PREPROCESS: _image, P.GENERATOR: _generator}
+                               P.PREPROCESS: _preprocess, P.GENERATOR: _generator}
 
 
 def perf_input_data(*, model: str = P.ENSEMBLE, count: int = 12, mix: dict[str, int] | None = None,

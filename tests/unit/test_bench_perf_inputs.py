@@ -46,6 +46,12 @@ def test_route_file_has_queries_only():
     assert set(element) == {"query"}
 
 
+def test_preprocess_file_has_an_image_and_a_query_and_no_generation_options():
+    element = perf_input_data(model="preprocess", count=1, mix={"vqa": 1}, fixed_length=True)["data"][0]
+    assert set(element) == {"image", "query"}
+    assert decode_bytes_element(element["query"]).startswith(b"[VQA] ")
+
+
 def test_generator_embeds_are_raw_little_endian_floats_with_their_shape():
     element = perf_input_data(model="generator", count=1, mix={"vqa": 1}, embeds_shape=(5, 8))["data"][0]
     embeds = np.frombuffer(base64.b64decode(element["image_embeds"]["b64"]), dtype="<f4")
