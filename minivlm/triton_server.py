@@ -374,7 +374,7 @@ class TritonServer:
         code = self.process.wait()
         removed = remove_orphaned_shm(since=self._started_at)
         if removed:     # a server that had to be killed cannot unlink its regions, and /dev/shm is RAM
-            log.warning("removed %d shared-memory regions the killed server left in %s", removed, SHM_DIR)
+            log.warning("removed %d orphaned shared-memory regions from %s", removed, SHM_DIR)
         return code
 
     def __enter__(self) -> TritonServer:
