@@ -1,8 +1,8 @@
 """QueryTokenizer: query strings -> (input_ids, attention_mask) for the router graph.
 
-Used inside the Triton `query_preprocess` model, so it depends on the `tokenizers` library only (no torch,
-no transformers at serving time). A saved folder holds `tokenizer.json` plus `query_tokenizer.json`
-with the router kind and padding rules.
+Used inside the Triton `preprocess` and `query_preprocess` models, so it depends on the `tokenizers` library
+only (no torch, no transformers at serving time). A saved folder holds `tokenizer.json` plus
+`query_tokenizer.json` with the router kind and padding rules.
 """
 from __future__ import annotations
 
