@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 
+from vlm_client import protocol as P
 from vlm_client.protocol import Tensor
 
 from ..errors import InputError, ServerBusyError
@@ -84,3 +85,14 @@ def output_rows(pb_utils, tensor: Tensor, values: list) -> object:
 def model_parameters(args: dict) -> dict[str, str]:
     config = json.loads(args["model_config"])
     return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+
+
+def query_outputs(pb_utils, query) -> list:
+    """The router-token and task outputs of a `QueryBatch`, for `query_preprocess` and `preprocess` alike."""
+    return [
+        output_rows(pb_utils, P.INPUT_IDS, query.input_ids),
+        output_rows(pb_utils, P.ATTENTION_MASK, query.attention_mask),
+        output_rows(pb_utils, P.QUESTION, [q.encode() for q in query.questions]),
+        output_rows(pb_utils, P.FORCED_TASK, query.forced_tasks),
+        output_rows(pb_utils, P.FORCED_BY, [f.encode() for f in query.forced_by]),
+    ]

@@ -57,23 +57,21 @@ def test_admitted_rows_get_the_logits_they_get_alone(lm, decoder, late_lengths):
     logits = _admit(decoder, cache, early)
     history = [[] for _ in early + late]                        # the tokens each row was fed
     steps = [[row] for row in logits]                           # each row's logits, step by step
-    for _ in range(6):
-        cache.make_room(history=0, ahead=1)
-        tokens = torch.stack([s[-1] for s in steps]).argmax(-1)
-        for row, token in enumerate(tokens.tolist()):
-            history[row].append(token)
-        for row, out in enumerate(decoder.step(tokens, cache)):
-            steps[row].append(out)
+
+    def greedy_steps(count: int) -> None:
+        for _ in range(count):
+            cache.make_room(history=0, ahead=1)
+            tokens = torch.stack([s[-1] for s in steps]).argmax(-1)
+            for row, token in enumerate(tokens.tolist()):
+                history[row].append(token)
+            for row, out in enumerate(decoder.step(tokens, cache)):
+                steps[row].append(out)
+
+    greedy_steps(6)
     assert cache.length == 26
     for row, out in enumerate(_admit(decoder, cache, late)):
         steps.append([out])
-    for _ in range(5):
-        cache.make_room(history=0, ahead=1)
-        tokens = torch.stack([s[-1] for s in steps]).argmax(-1)
-        for row, token in enumerate(tokens.tolist()):
-            history[row].append(token)
-        for row, out in enumerate(decoder.step(tokens, cache)):
-            steps[row].append(out)
+    greedy_steps(5)
     for prefix, fed, got in zip(early + late, history, steps):
         expected = _alone(decoder, prefix, fed)
         assert len(got) == len(expected)

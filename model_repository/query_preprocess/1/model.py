@@ -4,7 +4,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from minivlm.serving.query_step import QueryStep
-from minivlm.serving.triton_glue import output_rows, read_rows, respond_each
+from minivlm.serving.triton_glue import query_outputs, read_rows, respond_each
 from vlm_client import protocol as P
 
 
@@ -17,10 +17,4 @@ class TritonPythonModel:
 
     def _handle(self, request):
         batch = self.step.run(read_rows(pb_utils, request, P.QUERY), read_rows(pb_utils, request, P.TASK_OVERRIDE))
-        return pb_utils.InferenceResponse([
-            output_rows(pb_utils, P.INPUT_IDS, batch.input_ids),
-            output_rows(pb_utils, P.ATTENTION_MASK, batch.attention_mask),
-            output_rows(pb_utils, P.QUESTION, [q.encode() for q in batch.questions]),
-            output_rows(pb_utils, P.FORCED_TASK, batch.forced_tasks),
-            output_rows(pb_utils, P.FORCED_BY, [f.encode() for f in batch.forced_by]),
-        ])
+        return pb_utils.InferenceResponse(query_outputs(pb_utils, batch))
