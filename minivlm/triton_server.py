@@ -67,6 +67,23 @@ def remove_orphaned_shm(*, since: float, shm_dir: Path = SHM_DIR) -> int:
     return removed
 
 
+def _wait_for_group_exit(pgid: int, *, timeout_s: float) -> None:
+    """SIGKILL is asynchronous: wait until no process of the server's group is left (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = False
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if os.getpgid(int(proc.name)) == pgid:
+                    alive = True
+                    break
+            except (ProcessLookupError, PermissionError, ValueError):
+                continue
+        if not alive:
+            return
+        time.sleep(0.05)
+
+
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -372,6 +389,7 @@ class TritonServer:
                 log.warning("tritonserver pid %d ignored signal %d; killing it", self.process.pid, sig)
         self._kill_group()
         code = self.process.wait()
+        _wait_for_group_exit(self.process.pid, timeout_s=5.0)     # stubs unmap their regions as they die
         removed = remove_orphaned_shm(since=self._started_at)
         if removed:     # a server that had to be killed cannot unlink its regions, and /dev/shm is RAM
             log.warning("removed %d orphaned shared-memory regions from %s", removed, SHM_DIR)
