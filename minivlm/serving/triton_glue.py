@@ -42,12 +42,10 @@ def respond_each(pb_utils, step: str, requests: list, handle: Callable) -> list:
     for request in requests:
         try:
             responses.append(handle(request))
-        except InputError as error:
-            responses.append(error_response(pb_utils, error.step or step, str(error)))
         except Exception as error:  # a bug must fail this request, not the batch or the stub
-            log.exception("%s failed", step)
-            responses.append(error_response(pb_utils, step, f"internal error: {type(error).__name__}: {error}",
-                                            invalid_argument=False))
+            if not isinstance(error, InputError):
+                log.exception("%s failed", step)
+            responses.append(exception_response(pb_utils, step, error))
     return responses
 
 
