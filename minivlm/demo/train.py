@@ -182,12 +182,7 @@ def _pretrain_vision(vlm: MiniVLM, head: VisionHeads, config: DemoConfig, show_p
         scenes = list(generate_scenes(config.seed, config.batch_size, start=VISION_SCENES + step * config.batch_size))
         pixels = torch.from_numpy(np.stack([pixel_values(scene.image) for scene in scenes]))
         loss = head.loss(vit(pixel_values=pixels).last_hidden_state, vision_targets(scenes, config.patch_size))
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(schedule, step, step / config.vision_steps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm)
-        optimizer.step()
+        _update(optimizer, loss, learning_rate(schedule, step, step / config.vision_steps), config.max_grad_norm)
 
 
 def _loop(vlm, helpers, optimizer, config: DemoConfig, budget_s: float, show_progress: bool):
@@ -217,14 +212,18 @@ def _train_step(vlm: MiniVLM, helpers: tuple[VisionHeads | None, CoordinateTarge
     vision = (head, vision_targets(scenes, config.patch_size)) if head else None
     loss, per_task = packed_loss(vlm, pack(vlm, scenes), config.task_weights, vision=vision,
                                  coordinates=coordinates)
+    _update(optimizer, loss, learning_rate(config, step, progress), config.max_grad_norm)
+    return {"loss": float(loss.detach()), **per_task}
+
+
+def _update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float, max_grad_norm: float) -> None:
+    """One optimizer step at `lr`, gradients clipped to `max_grad_norm`."""
     for group in optimizer.param_groups:
-        group["lr"] = learning_rate(config, step, progress)
+        group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
     optimizer.step()
-    return {"loss": float(loss.detach()), **per_task}
 
 
 def _parameter_counts(vlm: MiniVLM) -> dict:
