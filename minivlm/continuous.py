@@ -1,7 +1,8 @@
 """Continuous batching: rows join the running batch between decode steps and leave it when they finish.
 
 `iter_decode` runs a fixed batch until its longest row ends; here a batch lives on. `ContinuousBatch.admit`
-prefills new rows straight into free rows of the live KV cache (`LlamaDecoder.admit`), `step` samples the next
+prefills new rows and moves them into free rows of the live KV cache (`prefill` may run on another thread
+while the batch steps, `join` then takes a few milliseconds between two steps), `step` samples the next
 token of every live row, retires the rows that finished (EOS or their own limit) and decodes one position for
 the rest. A row's tokens are those it would get decoded alone: each row keeps its own RoPE positions, padding
 bias and seeded sampler, and no row attends to another's keys.
@@ -17,7 +18,7 @@ from typing import Hashable, Sequence
 import torch
 from transformers import PreTrainedModel
 
-from .decoder import LlamaDecoder
+from .decoder import KVCache, LlamaDecoder
 from .generation import Generation, SamplingParams, _left_pad, _next_tokens, _Sampler, decode
 
 
@@ -26,6 +27,14 @@ class Job:
     key: Hashable                  # the caller's name for this row; finished rows come back with it
     prefix: torch.Tensor           # (L, D): image embeds + prompt token embeds
     params: SamplingParams
+
+
+@dataclass(frozen=True)
+class Prefilled:
+    """Jobs whose prompts went through the decoder, waiting to join a live batch."""
+    jobs: tuple[Job, ...]
+    cache: KVCache
+    logits: torch.Tensor          # (rows, V): each row's first next-token logits
 
 
 @dataclass
@@ -53,13 +62,24 @@ class ContinuousBatch:
 
     def admit(self, jobs: Sequence[Job]) -> None:
         """Prefill `jobs` into free rows now; their first token is sampled by the next `step`."""
-        if not jobs:
-            return
+        if jobs:
+            self.join(self.prefill(jobs))
+
+    def prefill(self, jobs: Sequence[Job]) -> Prefilled:
+        """The expensive half of `admit`, safe on another thread while this batch steps: the jobs' prompts
+        through the decoder into a cache of their own."""
+        embeds, mask = _left_pad([job.prefix for job in jobs])
+        cache, logits = self.decoder.prefill_rows(embeds, mask)
+        return Prefilled(tuple(jobs), cache, logits)
+
+    def join(self, prefilled: Prefilled) -> None:
+        """The cheap half of `admit`, on the thread that steps: the prefilled rows join the live batch."""
+        jobs = prefilled.jobs
         if len(jobs) > self.free_rows:
             raise ValueError(f"cannot admit {len(jobs)} rows: {self.free_rows} of {self.max_rows} are free")
-        embeds, mask = _left_pad([job.prefix for job in jobs])
         ahead = max(job.params.max_new_tokens for job in jobs)
-        logits = self.decoder.admit(embeds, mask, self.cache, ahead=ahead)
+        self.decoder.join(prefilled.cache, self.cache, ahead=ahead)
+        logits = prefilled.logits
         self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
         self.rows += [_Row(job.key, job.params, _Sampler(job.params), []) for job in jobs]
 

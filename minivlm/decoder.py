@@ -14,8 +14,9 @@ columns carry -inf in a per-row additive bias, and each row's RoPE positions cou
 (HF's `position_ids = cumsum(mask) - 1`). Finished rows leave the cache by swap-remove (a live row from the
 tail moves into the hole), which copies only as many rows as finished: ~8 ms once for a row of 300 positions,
 where keeping it masked would cost every later step a row of matmul work (~15 ms per row at batch 8 here).
-Continuous batching (`admit`): new rows are prefilled straight into free rows of a live cache, placed so their
-last prompt column is the live rows' last column; attention is a set over keys (positions live in the RoPE'd
+Continuous batching (`prefill_rows` + `join`): new rows are prefilled into a cache of their own (on another
+thread, while the live rows decode) and then copied into free rows of the live cache, placed so their last
+prompt column is the live rows' last column; attention is a set over keys (positions live in the RoPE'd
 keys and each row's bias), so where a column sits does not change the answer. Steps attend only to the live
 window [start, length); when it reaches the allocation's end it slides back to column 0 (or the allocation
 doubles), and a prompt longer than the window's history slides it right first.
@@ -341,20 +342,36 @@ class LlamaDecoder:
         cache.start, cache.length = 0, L
         return self._logits(x.view(B, L, c.dim)[:, -1])
 
+    def prefill_rows(self, embeds: torch.Tensor, mask: torch.Tensor) -> tuple[KVCache, torch.Tensor]:
+        """Prefill new rows (embeds (n, L, D), mask (n, L), left-padded) into a cache of their own -> (that
+        cache, last-position logits (n, V)). Reads only the weights, so it may run on another thread while a
+        live cache decodes; `join` then moves the rows in between two steps."""
+        cache = self.new_cache(embeds.shape[0], embeds.shape[1])
+        return cache, self.prefill(embeds, mask, cache)
+
     @torch.inference_mode()
-    def admit(self, embeds: torch.Tensor, mask: torch.Tensor, cache: KVCache, *, ahead: int = 1) -> torch.Tensor:
-        """Prefill new rows (embeds (n, L, D), mask (n, L), left-padded) into the free rows of a live cache,
-        aligned so they write their next key/value at the live rows' column -> their last-position logits
-        (n, V). `ahead`: positions they may still add (the cache makes room for them)."""
-        n, L = embeds.shape[:2]
+    def join(self, rows: KVCache, cache: KVCache, *, ahead: int = 1) -> None:
+        """Move prefilled `rows` (from `prefill_rows`) into the free rows of a live cache, aligned so they write
+        their next key/value at the live rows' column. `ahead`: positions they may still add (the cache makes
+        room for them). Copies ~10 MB per full-size row of 200 positions: milliseconds, not a prefill."""
+        n, L = rows.rows, rows.length
         if cache.rows + n > cache.max_rows:
             raise ValueError(f"cannot admit {n} rows into a cache holding {cache.rows} of {cache.max_rows}")
         if cache.rows == 0:
             cache.start = cache.length = 0                # nothing live: start over at column 0
         cache.make_room(history=L, ahead=ahead)
         first_column = cache.length - L
-        logits = self.prefill(embeds, mask, cache.region(cache.rows, n, first_column, L))
+        region = cache.region(cache.rows, n, first_column, L)
+        for target, source in zip(region.kv, rows.kv):
+            target.copy_(source)
+        region.bias.copy_(rows.bias[:, :L])
+        region.positions.copy_(rows.positions)
         cache.open_rows(n, first_column)
+
+    def admit(self, embeds: torch.Tensor, mask: torch.Tensor, cache: KVCache, *, ahead: int = 1) -> torch.Tensor:
+        """`prefill_rows` then `join`, on this thread -> the new rows' last-position logits (n, V)."""
+        rows, logits = self.prefill_rows(embeds, mask)
+        self.join(rows, cache, ahead=ahead)
         return logits
 
     # --- decode: one new token per row ---------------------------------------------------------------------

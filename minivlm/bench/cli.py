@@ -70,8 +70,9 @@ def add_bench_command(subparsers) -> None:
     parser.add_argument("--skip-generate", action="store_true", help="leave out transformers generate")
     parser.add_argument("--skip-served", action="store_true", help="leave out the served ensemble")
     parser.add_argument("--served-batching", type=_modes, default=("continuous",), metavar="MODE,...",
-                        help="generator batching to serve, one server each: continuous (default), static (the "
-                             "batches that run until their longest request ends), or continuous,static")
+                        help="generator batching to serve, one server each: continuous (default), "
+                             "continuous_inline (prompts prefilled on the decoding thread), static (the batches "
+                             "that run until their longest request ends), e.g. continuous,continuous_inline")
     parser.add_argument("--decode-batches", type=_ints, default=(1, 8), metavar="B,B,...",
                         help="batch sizes for the in-process decode-step measurement (default 1,8)")
     parser.add_argument("--threads", type=int, default=1,

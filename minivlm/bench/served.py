@@ -24,6 +24,7 @@ from vlm_client import VLMClient
 from vlm_client.protocol import ENSEMBLE
 
 from ..repository import TEMPLATE_DIR, BuildOptions, build_repository
+from ..serving.continuous import BATCHING_MODES   # generator_engine's `batching` parameter  # noqa: F401
 from ..triton_server import ServerOptions, TritonServer, free_ports
 from . import server_stats
 from .workload import WorkItem
@@ -107,7 +108,6 @@ def _cached(folder: Path, build) -> None:
 THREAD_PARAMETERS = {"generator_engine": "torch_threads", "vision_encoder": "intra_op_threads"}
 
 
-BATCHING_MODES = ("continuous", "static")      # generator_engine's `batching` parameter
 
 
 def set_model_threads(repository: Path, threads: int) -> None:
@@ -118,7 +118,8 @@ def set_model_threads(repository: Path, threads: int) -> None:
 
 
 def set_batching(repository: Path, mode: str) -> None:
-    """Continuous batching (the default) or the static batches it replaced, in the cached repository."""
+    """Continuous batching (the default; `continuous_inline` prefills on the scheduler thread) or the static
+    batches it replaced, in the cached repository."""
     if mode not in BATCHING_MODES:
         raise ValueError(f"batching must be one of {BATCHING_MODES}, got {mode!r}")
     _set_parameter(repository, "generator_engine", "batching", mode)

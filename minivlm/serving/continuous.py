@@ -10,24 +10,34 @@ Bounds: at most `max_live_rows` rows decode at once (rows past it wait for a fre
 served) and at most `max_waiting_requests` requests wait to be admitted; `submit` refuses more with
 `ServerBusyError`. The model and the tokenizer are used from the scheduler thread only.
 
+Prompts are prefilled on a second thread (`overlap_prefill`, on by default): a full-size prompt takes ~0.5 s,
+which on the scheduler thread would stall every live row for as long; on its own thread it runs on another
+core while the live rows decode (the decoder releases the GIL in its kernels, and with one torch thread each
+the two threads do not contend for a pool), and the prefilled rows join the batch between two steps. Rows
+being prefilled hold their slot, so `max_live_rows` still bounds the rows that decode at once.
+
 `continuous=False`, or a model the fast decoder does not implement (HF's forward, a GPU), gives the static
 fallback: the rows waiting when the previous batch finished decode together to the end.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..continuous import ContinuousBatch, Job, StaticBatch
+from ..continuous import ContinuousBatch, Job, Prefilled, StaticBatch
 from ..decoder import fast_decoder, supports_fast_decoder
 from ..errors import InputError, ServerBusyError
 from ..generation import Generation
 from .generator_engine import GenerationRequest, GenerationResult, GeneratorEngine, warm_up_request
 
 log = logging.getLogger(__name__)
+
+# generator_engine's `batching` parameter: prefill on its own thread, on the scheduler's, or static batches
+BATCHING_MODES = ("continuous", "continuous_inline", "static")
 
 Deliver = Callable[[list[GenerationResult] | BaseException], None]
 
@@ -41,27 +51,35 @@ class _Ticket:
     jobs: deque[Job] = field(default_factory=deque)         # not admitted yet
     generations: dict[tuple[int, int], Generation] = field(default_factory=dict)
     expected: int = 0
+    delivered: bool = False      # answered or failed: rows of it still decoding are ignored
 
 
 class Scheduler:
     def __init__(self, engine: GeneratorEngine, *, max_live_rows: int = 16, max_waiting_requests: int = 64,
-                 continuous: bool = True):
+                 continuous: bool = True, overlap_prefill: bool = True):
         if max_waiting_requests < 1:
             raise ValueError(f"max_waiting_requests must be >= 1, got {max_waiting_requests}")
         self.engine, self.max_live_rows, self.max_waiting_requests = engine, max_live_rows, max_waiting_requests
         self.continuous = continuous and supports_fast_decoder(engine.language_model)
+        self.overlap_prefill = overlap_prefill and self.continuous
         self.batch = self._new_batch()
         self._cond = threading.Condition()
         self._inbox: list[_Ticket] = []          # submitted, not seen by the thread yet (under _cond)
         self._waiting = 0                        # submitted, some rows not admitted yet (under _cond)
         self._queue: deque[_Ticket] = deque()    # planned, some rows not admitted yet (thread only)
         self._active: set[_Ticket] = set()       # some rows admitted, not delivered yet (thread only)
+        self._prefilling = 0                     # rows handed to the prefill thread, not joined yet (thread only)
+        self._prefilled: list[tuple[list[Job], Prefilled | BaseException]] = []   # back from it (under _cond)
+        self._to_prefill: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="generator-scheduler", daemon=True)
+        self._prefill_thread = threading.Thread(target=self._prefill_loop, name="generator-prefill", daemon=True)
 
     @property
     def mode(self) -> str:
-        return "continuous" if self.continuous else "static"
+        if not self.continuous:
+            return "static"
+        return "continuous" if self.overlap_prefill else "continuous_inline"
 
     def _new_batch(self) -> ContinuousBatch | StaticBatch:
         lm, eos = self.engine.language_model, int(self.engine.tokenizer.eos_token_id)
@@ -71,6 +89,8 @@ class Scheduler:
 
     # --- the caller's side ------------------------------------------------------------------------------------
     def start(self) -> Scheduler:
+        if self.overlap_prefill:
+            self._prefill_thread.start()
         self._thread.start()
         return self
 
@@ -103,19 +123,25 @@ class Scheduler:
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        self._to_prefill.put(None)
+        if self._prefill_thread.is_alive():
+            self._prefill_thread.join(timeout_s)
 
     # --- the scheduler thread ---------------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not (self._closed or self._inbox or self._queue or self._active):
+                while not (self._closed or self._inbox or self._prefilled or self._has_work()):
                     self._cond.wait()
                 if self._closed:
                     break
                 new, self._inbox = self._inbox, []
+                prefilled, self._prefilled = self._prefilled, []
             for ticket in new:
                 self._plan(ticket)
             try:
+                for jobs, outcome in prefilled:
+                    self._join(jobs, outcome)
                 self._admit()
                 finished = self.batch.step()
             except Exception as error:  # a decoding fault: the requests in the batch fail, the rest go on
@@ -127,6 +153,13 @@ class Scheduler:
                 self._finish(key, generation)
         self._fail(list(self._active) + list(self._queue) + self._inbox,
                    ServerBusyError("the generator is shutting down"))
+
+    def _has_work(self) -> bool:
+        """Rows to step, or rows waiting with a free slot to go to (thread only)."""
+        return bool(self.batch.rows) or (bool(self._queue) and self._free_slots() > 0)
+
+    def _free_slots(self) -> int:
+        return self.batch.free_rows - self._prefilling
 
     def _plan(self, ticket: _Ticket) -> None:
         """Validate and build the request's rows; a request with any bad row gets one error."""
@@ -147,20 +180,51 @@ class Scheduler:
         self._queue.append(ticket)
 
     def _admit(self) -> None:
-        """First come first served: whole requests in order, split across steps when slots run out."""
-        jobs = []
-        while self._queue and len(jobs) < self.batch.free_rows:
+        """First come first served: whole requests in order, split across steps when slots run out. With
+        `overlap_prefill` each request's rows go to the prefill thread (one prefill each, so the first request
+        joins without waiting for the others' prompts); otherwise they are prefilled here."""
+        chunks, free = [], self._free_slots()
+        while self._queue and free > 0:
             ticket = self._queue[0]
-            while ticket.jobs and len(jobs) < self.batch.free_rows:
-                jobs.append(ticket.jobs.popleft())
+            chunk = [ticket.jobs.popleft() for _ in range(min(free, len(ticket.jobs)))]
+            chunks.append(chunk)
+            free -= len(chunk)
             self._active.add(ticket)
             if not ticket.jobs:
                 self._queue.popleft()
                 self._settled()
-        self.batch.admit(jobs)
+        if not self.overlap_prefill:
+            self.batch.admit([job for chunk in chunks for job in chunk])
+            return
+        for chunk in chunks:
+            self._prefilling += len(chunk)
+            self._to_prefill.put(chunk)
+
+    def _join(self, jobs: list[Job], outcome: Prefilled | BaseException) -> None:
+        """Rows back from the prefill thread join the batch, unless their request already failed."""
+        self._prefilling -= len(jobs)
+        tickets = list(dict.fromkeys(job.key[0] for job in jobs))
+        if isinstance(outcome, BaseException):     # this request alone: its neighbours decode on
+            self._fail(tickets, outcome)
+        elif not all(ticket.delivered for ticket in tickets):
+            self.batch.join(outcome)
+
+    # --- the prefill thread -----------------------------------------------------------------------------------
+    def _prefill_loop(self) -> None:
+        while (jobs := self._to_prefill.get()) is not None:
+            try:
+                outcome = self.batch.prefill(jobs)
+            except Exception as error:  # noqa: BLE001 - goes back to the scheduler thread, which fails the request
+                log.exception("prefilling a generator request failed")
+                outcome = error
+            with self._cond:
+                self._prefilled.append((jobs, outcome))
+                self._cond.notify()
 
     def _finish(self, key: tuple[_Ticket, int, int], generation: Generation) -> None:
         ticket, row, part = key
+        if ticket.delivered:                      # failed while this row decoded on
+            return
         ticket.generations[row, part] = generation
         if len(ticket.generations) < ticket.expected:
             return
@@ -175,6 +239,8 @@ class Scheduler:
 
     def _fail(self, tickets: list[_Ticket], error: BaseException) -> None:
         for ticket in dict.fromkeys(tickets):     # once each, in order
+            if ticket.delivered:                  # failed already (its prefill), rows of it decoded on
+                continue
             self._active.discard(ticket)
             if ticket in self._queue:
                 self._queue.remove(ticket)
@@ -188,6 +254,7 @@ class Scheduler:
 
     @staticmethod
     def _deliver(ticket: _Ticket, outcome) -> None:
+        ticket.delivered = True
         try:
             ticket.deliver(outcome)
         except Exception:  # the response could not be sent (client gone): nothing else to tell

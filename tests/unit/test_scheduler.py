@@ -178,3 +178,65 @@ def test_models_the_fast_decoder_does_not_implement_get_static_batches(engine, m
     monkeypatch.setattr(continuous, "supports_fast_decoder", lambda model: False)
     scheduler = Scheduler(engine, continuous=True)
     assert scheduler.mode == "static" and isinstance(scheduler.batch, continuous.StaticBatch)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_prompts_are_prefilled_while_the_live_rows_decode_only_when_overlapped(engine, images, monkeypatch, overlap):
+    """The prefill thread: a new prompt does not stall the rows already decoding (it would on one thread)."""
+    import minivlm.continuous as continuous
+
+    scheduler = Scheduler(engine, max_live_rows=4, overlap_prefill=overlap)
+    steps, seen = [0], {}
+    original_step, original_prefill = continuous.ContinuousBatch.step, continuous.ContinuousBatch.prefill
+
+    def counting_step(self):
+        steps[0] += 1
+        return original_step(self)
+
+    def slow_prefill(self, jobs):
+        before = steps[0]
+        time.sleep(0.3)                     # a full-size prompt takes ~0.5 s
+        prefilled = original_prefill(self, jobs)
+        seen[jobs[0].key[0].rows[0].options.max_new_tokens] = steps[0] - before
+        return prefilled
+
+    monkeypatch.setattr(continuous.ContinuousBatch, "step", counting_step)
+    monkeypatch.setattr(continuous.ContinuousBatch, "prefill", slow_prefill)
+    scheduler.start()
+    try:
+        assert scheduler.mode == ("continuous" if overlap else "continuous_inline")
+        outcomes = Outcomes()
+        long_request, short_request = (ask(images[0], "od", max_new_tokens=400, **GREEDY),
+                                       ask(images[1], "vqa", "is it red?", max_new_tokens=3, **GREEDY))
+        scheduler.submit([long_request], outcomes.deliver("long"))
+        while steps[0] < 3:                  # the long one is decoding
+            time.sleep(0.005)
+        scheduler.submit([short_request], outcomes.deliver("short"))
+        outcomes.wait(2)
+    finally:
+        scheduler.close()
+    assert (seen[3] > 0) == overlap, seen          # steps of the long row ran during the short one's prefill
+    assert outcomes.done["short"] == engine.run([short_request])
+    assert outcomes.done["long"] == engine.run([long_request])
+
+
+def test_a_fault_while_prefilling_fails_that_request_only(engine, scheduler, images, monkeypatch):
+    import minivlm.continuous as continuous
+
+    original = continuous.ContinuousBatch.prefill
+
+    def failing_prefill(self, jobs):
+        if jobs[0].key[0].rows[0].question == "boom?":
+            raise RuntimeError("prefill broke")
+        return original(self, jobs)
+
+    monkeypatch.setattr(continuous.ContinuousBatch, "prefill", failing_prefill)
+    outcomes = Outcomes()
+    long_request = ask(images[0], "od", max_new_tokens=60, **GREEDY)
+    scheduler.submit([long_request], outcomes.deliver("long"))
+    scheduler.submit([ask(images[1], "vqa", "boom?", **GREEDY), ask(images[2], "caption", max_new_tokens=4)],
+                     outcomes.deliver("victim"))
+    outcomes.wait(2)
+    assert isinstance(outcomes.done["victim"], RuntimeError) and "prefill broke" in str(outcomes.done["victim"])
+    assert outcomes.done["long"] == engine.run([long_request])
+    assert outcomes.order == ["victim", "long"]

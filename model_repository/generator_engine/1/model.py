@@ -6,7 +6,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from minivlm.artifacts import load_generator_artifacts
-from minivlm.serving.continuous import Scheduler
+from minivlm.serving.continuous import BATCHING_MODES, Scheduler
 from minivlm.serving.generator_engine import GeneratorEngine, requests_from_rows, response_values
 from minivlm.serving.options import task_defaults_from_parameters
 from minivlm.serving.triton_glue import exception_response, model_parameters, output_rows, read_rows
@@ -24,9 +24,13 @@ class TritonPythonModel:
         engine = GeneratorEngine(language_model.to(device), tokenizer, task_defaults_from_parameters(parameters),
                                  min_router_confidence=float(parameters.get("min_router_confidence", "0")),
                                  compound_min_score=float(parameters.get("compound_min_score", "0.5")))
+        batching = parameters.get("batching", "continuous")
+        if batching not in BATCHING_MODES:
+            raise ValueError(f"parameter batching must be one of {BATCHING_MODES}, got {batching!r}")
         self.scheduler = Scheduler(engine, max_live_rows=int(parameters.get("max_live_rows", "16")),
                                    max_waiting_requests=int(parameters.get("max_waiting_requests", "64")),
-                                   continuous=parameters.get("batching", "continuous") == "continuous").start()
+                                   continuous=batching != "static",
+                                   overlap_prefill=batching == "continuous").start()
         self.scheduler.warm_up()
 
     def execute(self, requests):
