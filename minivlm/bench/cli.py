@@ -83,6 +83,9 @@ def add_bench_command(subparsers) -> None:
                              "cached repository (default 1, like --threads; 0 keeps the repository's settings)")
     parser.add_argument("--seed", type=int, default=0, help="weights and workload seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of tables")
+    parser.add_argument("--from-json", type=Path, metavar="BENCH_JSON",
+                        help="measure nothing: print the tables of a saved bench.json and redraw its plot "
+                             "(written next to it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_bench_command)
 
@@ -90,9 +93,14 @@ def add_bench_command(subparsers) -> None:
 def run_bench_command(args: argparse.Namespace) -> int:
     import torch
 
-    from .report import format_bounds, format_profile, format_table, to_json, write_json, write_plot
+    from .report import format_bounds, format_profile, format_table, from_json, to_json, write_json, write_plot
     from .run import BenchOptions, run_bench
 
+    if args.from_json:
+        report = from_json(json.loads(args.from_json.read_text()))
+        write_plot(report, args.from_json.with_name("bench.png"))
+        print(format_bounds(report), format_table(report), format_profile(report), sep="\n\n")
+        return 0
     torch.set_num_threads(args.threads)
     report = run_bench(BenchOptions(
         cache_dir=args.cache_dir, log_dir=args.cache_dir / "server-logs", mix=args.mix, requests=args.requests,

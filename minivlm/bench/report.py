@@ -68,13 +68,14 @@ def _number(value: float | None, width: int, digits: int) -> str:
 
 
 def format_table(report: BenchReport) -> str:
-    head = (f"{'system':<34}{'req/s':>8}{'tok/s':>8}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}"
+    labels = [s.label + (" *" if s.extrapolated else "") for s in report.systems]
+    w = max([34, *(len(label) + 2 for label in labels)])
+    head = (f"{'system':<{w}}{'req/s':>8}{'tok/s':>8}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}"
             f"{'vs nb':>9}{'vs gen':>8}{'of bound':>10}{'cpu s/req':>10}{'cores':>7}")
     lines = [head, "-" * len(head)]
-    for s in report.systems:
+    for s, label in zip(report.systems, labels):
         m = s.summary
-        label = s.label + (" *" if s.extrapolated else "")
-        lines.append(f"{label:<34}{m.requests_per_s:>8.3f}{m.tokens_per_s:>8.1f}{m.latency_p50_s:>8.2f}"
+        lines.append(f"{label:<{w}}{m.requests_per_s:>8.3f}{m.tokens_per_s:>8.1f}{m.latency_p50_s:>8.2f}"
                      f"{m.latency_p95_s:>8.2f}{m.latency_p99_s:>8.2f}{_ratio(s.speedup_vs_notebook):>9}"
                      f"{_ratio(s.speedup_vs_generate):>8}{_ratio(s.fraction_of_bound, '%'):>10}"
                      f"{_number(s.cpu_s_per_request, 10, 2)}{_number(s.cores_used, 7, 2)}")
@@ -125,6 +126,13 @@ def to_json(report: BenchReport) -> dict:
     return data
 
 
+def from_json(data: dict) -> BenchReport:
+    """A report written by `write_json`, back as objects: its tables and plot can be redrawn."""
+    systems = [SystemResult(**{**system, "summary": Summary(**system["summary"])}) for system in data["systems"]]
+    bounds = {int(batch): WorkloadBound(**bound) for batch, bound in data["bounds"].items()}
+    return BenchReport(**{**data, "systems": systems, "bounds": bounds})
+
+
 def write_json(report: BenchReport, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_json(report), indent=2, default=str))
@@ -135,17 +143,23 @@ def write_plot(report: BenchReport, path: Path) -> None:
     matplotlib.use("Agg")                       # no display needed
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), width_ratios=(1.2, 1))
     names = [s.label + (" *" if s.extrapolated else "") for s in report.systems]
-    left.bar(names, [s.summary.tokens_per_s for s in report.systems], color="tab:blue")
+    rates = [s.summary.tokens_per_s for s in report.systems]
+    left.barh(names, rates, color=["tab:gray" if not s.name.startswith("served") else "tab:blue"
+                                   for s in report.systems])
+    for y, (rate, system) in enumerate(zip(rates, report.systems)):
+        ratio = f"  {system.speedup_vs_notebook:.1f}x notebook" if system.speedup_vs_notebook else ""
+        left.annotate(f"{rate:.1f}{ratio}", (rate, y), fontsize=7, va="center")
     for batch in sorted({min(report.bounds), max(report.bounds)}):       # the single-stream and best bounds
         bound = report.bounds[batch]
-        left.axhline(bound.tokens_per_s, linestyle="--", linewidth=1, color="tab:red")
-        left.annotate(f"roofline, decode batch {batch}", (-0.4, bound.tokens_per_s), fontsize=7,
-                      color="tab:red", va="bottom")
-    left.set_yscale("log")
-    left.set_ylabel("generated tokens/s (mixed workload)")
-    left.tick_params(axis="x", labelrotation=30, labelsize=7)
+        left.axvline(bound.tokens_per_s, linestyle="--", linewidth=1, color="tab:red")
+        left.annotate(f"roofline,\ndecode batch {batch}", (bound.tokens_per_s, len(names) - 0.5), fontsize=7,
+                      color="tab:red", ha="right", va="top")
+    left.set_xscale("log")
+    left.set_xlabel("generated tokens/s (mixed workload)")
+    left.tick_params(axis="y", labelsize=7)
+    left.invert_yaxis()                         # in the table's order, top to bottom
     left.set_title("throughput (* = extrapolated)")
     served = [s for s in report.systems if s.name.startswith("served")]
     if served:

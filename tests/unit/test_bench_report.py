@@ -1,0 +1,22 @@
+"""The bench report: a saved bench.json reads back into the same report, and its tables and plot redraw."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from minivlm.bench.report import from_json, format_table, to_json, write_plot
+
+SAVED = Path(__file__).resolve().parents[2] / "benchmarks" / "vlm-bench" / "bench.json"
+
+
+def test_a_saved_report_round_trips_and_redraws(tmp_path):
+    data = json.loads(SAVED.read_text())
+    report = from_json(data)
+    assert json.loads(json.dumps(to_json(report), default=str)) == data
+    table = format_table(report)
+    for system in report.systems:                    # every system has its row, aligned under the header
+        row = next(line for line in table.splitlines() if line.startswith(system.label))
+        assert f"{system.summary.requests_per_s:.3f}" in row
+        assert len(row) == len(table.splitlines()[0])
+    write_plot(report, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
