@@ -26,11 +26,16 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _modes(text: str) -> tuple[str, ...]:
-    from .served import BATCHING_MODES
+    from .served import parse_mode
 
     modes = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    if not modes or set(modes) - set(BATCHING_MODES):
-        raise argparse.ArgumentTypeError(f"expected modes out of {','.join(BATCHING_MODES)}, got {text!r}")
+    if not modes:
+        raise argparse.ArgumentTypeError(f"expected one or more served modes, got {text!r}")
+    for mode in modes:
+        try:
+            parse_mode(mode)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
     return modes
 
 
@@ -70,9 +75,11 @@ def add_bench_command(subparsers) -> None:
     parser.add_argument("--skip-generate", action="store_true", help="leave out transformers generate")
     parser.add_argument("--skip-served", action="store_true", help="leave out the served ensemble")
     parser.add_argument("--served-batching", type=_modes, default=("continuous",), metavar="MODE,...",
-                        help="generator batching to serve, one server each: continuous (default), "
-                             "continuous_inline (prompts prefilled on the decoding thread), static (the batches "
-                             "that run until their longest request ends), e.g. continuous,continuous_inline")
+                        help="generator modes to serve, one server each, BATCHING[:PRECISION]: continuous "
+                             "(default), continuous_inline (prompts prefilled on the decoding thread), static (the "
+                             "batches that run until their longest request ends); PRECISION fp32 (default), bf16 or "
+                             "int8 (the decoder's weights; answers are compared with fp32's), e.g. "
+                             "continuous,continuous_inline,continuous:int8")
     parser.add_argument("--decode-batches", type=_ints, default=(1, 8), metavar="B,B,...",
                         help="batch sizes for the in-process decode-step measurement (default 1,8)")
     parser.add_argument("--threads", type=int, default=1,

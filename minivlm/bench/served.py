@@ -41,6 +41,7 @@ class ServedTiming:
     tokens: int               # completion_tokens reported by the server
     finish_reason: str
     latency_s: float
+    text: str = ""            # the answer, to compare decoder precisions request by request
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,28 @@ def set_model_threads(repository: Path, threads: int) -> None:
         _set_parameter(repository, model, key, str(threads))
 
 
-def set_batching(repository: Path, mode: str) -> None:
-    """Continuous batching (the default; `continuous_inline` prefills on the scheduler thread) or the static
-    batches it replaced, in the cached repository."""
-    if mode not in BATCHING_MODES:
-        raise ValueError(f"batching must be one of {BATCHING_MODES}, got {mode!r}")
-    _set_parameter(repository, "generator_engine", "batching", mode)
+PRECISIONS = ("fp32", "bf16", "int8")          # generator_engine's `decoder_precision` parameter
+
+
+def parse_mode(mode: str) -> tuple[str, str]:
+    """A served mode, BATCHING[:PRECISION] ("continuous", "static", "continuous:int8") -> (batching, precision).
+    Batching: continuous (the default; `continuous_inline` prefills on the scheduler thread) or the static
+    batches it replaced; precision: the decoder's weight format (only the continuous fast decoder has them)."""
+    batching, _, precision = mode.partition(":")
+    precision = precision or "fp32"
+    if batching not in BATCHING_MODES or precision not in PRECISIONS:
+        raise ValueError(f"a served mode is BATCHING[:PRECISION] with batching in {BATCHING_MODES} and precision "
+                         f"in {PRECISIONS}, got {mode!r}")
+    if batching == "static" and precision != "fp32":
+        raise ValueError(f"{mode!r}: decoder precisions need continuous batching")
+    return batching, precision
+
+
+def set_mode(repository: Path, mode: str) -> None:
+    """Write a served mode (`parse_mode`) into the cached repository's generator_engine."""
+    batching, precision = parse_mode(mode)
+    _set_parameter(repository, "generator_engine", "batching", batching)
+    _set_parameter(repository, "generator_engine", "decoder_precision", precision)
 
 
 def _set_parameter(repository: Path, model: str, key: str, value: str) -> None:
@@ -155,7 +172,7 @@ def _worker(url: str, work: queue.Queue, results: list, bar: tqdm, timeout_s: fl
             start = time.perf_counter()
             answer = client.ask(item.image, item.query, max_new_tokens=item.max_new_tokens, temperature=0.0)
             results.append(ServedTiming(item.index, item.task, answer.completion_tokens, answer.finish_reason,
-                                        time.perf_counter() - start))
+                                        time.perf_counter() - start, answer.text))
             bar.update()
 
 

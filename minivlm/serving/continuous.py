@@ -16,6 +16,9 @@ core while the live rows decode (the decoder releases the GIL in its kernels, an
 the two threads do not contend for a pool), and the prefilled rows join the batch between two steps. Rows
 being prefilled hold their slot, so `max_live_rows` still bounds the rows that decode at once.
 
+`precision` picks the decoder's weight format: "fp32" (HF's greedy tokens exactly) or the opt-in "bf16" /
+"int8", faster with an accuracy cost (`minivlm/decoder.py`, docs/benchmarks.md).
+
 `continuous=False`, or a model the fast decoder does not implement (HF's forward, a GPU), gives the static
 fallback: the rows waiting when the previous batch finished decode together to the end.
 """
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..continuous import ContinuousBatch, Job, Prefilled, StaticBatch
-from ..decoder import fast_decoder, supports_fast_decoder
+from ..decoder import Precision, fast_decoder, supports_fast_decoder
 from ..errors import InputError, ServerBusyError
 from ..generation import Generation
 from .generator_engine import GenerationRequest, GenerationResult, GeneratorEngine, warm_up_request
@@ -56,12 +59,16 @@ class _Ticket:
 
 class Scheduler:
     def __init__(self, engine: GeneratorEngine, *, max_live_rows: int = 16, max_waiting_requests: int = 64,
-                 continuous: bool = True, overlap_prefill: bool = True):
+                 continuous: bool = True, overlap_prefill: bool = True, precision: Precision = "fp32"):
         if max_waiting_requests < 1:
             raise ValueError(f"max_waiting_requests must be >= 1, got {max_waiting_requests}")
         self.engine, self.max_live_rows, self.max_waiting_requests = engine, max_live_rows, max_waiting_requests
         self.continuous = continuous and supports_fast_decoder(engine.language_model)
         self.overlap_prefill = overlap_prefill and self.continuous
+        if precision != "fp32" and not self.continuous:     # HF's forward has no such weight format
+            raise ValueError(f"decoder precision {precision!r} needs continuous batching on the CPU fast decoder; "
+                             f"this generator {'runs static batches' if continuous else 'has batching=static'}")
+        self.precision = precision
         self.batch = self._new_batch()
         self._cond = threading.Condition()
         self._inbox: list[_Ticket] = []          # submitted, not seen by the thread yet (under _cond)
@@ -84,7 +91,7 @@ class Scheduler:
     def _new_batch(self) -> ContinuousBatch | StaticBatch:
         lm, eos = self.engine.language_model, int(self.engine.tokenizer.eos_token_id)
         if self.continuous:
-            return ContinuousBatch(fast_decoder(lm), eos, max_rows=self.max_live_rows)
+            return ContinuousBatch(fast_decoder(lm, precision=self.precision), eos, max_rows=self.max_live_rows)
         return StaticBatch(lm, eos, max_rows=self.max_live_rows)
 
     # --- the caller's side ------------------------------------------------------------------------------------

@@ -20,15 +20,20 @@ def _parameter(repository, key: str) -> str:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig()).parameters[key].string_value
 
 
-def test_set_batching_rewrites_the_engine_parameter_and_refuses_unknown_modes(tmp_path):
+def test_set_mode_rewrites_the_engine_parameters_and_refuses_unknown_modes(tmp_path):
     copy_template(tmp_path / "repo")
-    assert _parameter(tmp_path / "repo", "batching") == "continuous"
-    served.set_batching(tmp_path / "repo", "static")
+    assert (_parameter(tmp_path / "repo", "batching"), _parameter(tmp_path / "repo", "decoder_precision")) == \
+        ("continuous", "fp32")
+    served.set_mode(tmp_path / "repo", "static")
     assert _parameter(tmp_path / "repo", "batching") == "static"
+    served.set_mode(tmp_path / "repo", "continuous:int8")
+    assert (_parameter(tmp_path / "repo", "batching"), _parameter(tmp_path / "repo", "decoder_precision")) == \
+        ("continuous", "int8")
     served.set_model_threads(tmp_path / "repo", 2)
     assert _parameter(tmp_path / "repo", "torch_threads") == "2"
-    with pytest.raises(ValueError, match="batching"):
-        served.set_batching(tmp_path / "repo", "dynamic")
+    for bad, why in (("dynamic", "batching in"), ("continuous:fp8", "precision in"), ("static:int8", "continuous")):
+        with pytest.raises(ValueError, match=why):
+            served.set_mode(tmp_path / "repo", bad)
 
 
 def test_served_batching_flag():
@@ -37,8 +42,11 @@ def test_served_batching_flag():
     assert parser.parse_args(["bench"]).served_batching == ("continuous",)
     assert parser.parse_args(["bench", "--served-batching", "continuous,static"]).served_batching == \
         ("continuous", "static")
-    with pytest.raises(SystemExit):
-        parser.parse_args(["bench", "--served-batching", "eager"])
+    assert parser.parse_args(["bench", "--served-batching", "continuous,continuous:int8"]).served_batching == \
+        ("continuous", "continuous:int8")
+    for bad in ("eager", "static:bf16", ","):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", "--served-batching", bad])
 
 
 def test_static_results_are_named_apart_from_continuous_ones():
@@ -48,3 +56,13 @@ def test_static_results_are_named_apart_from_continuous_ones():
     assert _served_result(level, items).name == "served_c8"
     static = _served_result(level, items, "static")
     assert (static.name, static.label) == ("served_static_c8", "(c) served static batching, c=8")
+    int8 = _served_result(level, items, "continuous:int8")
+    assert (int8.name, int8.label) == ("served_continuous_int8_c8", "(c) served int8 decoder, c=8")
+
+
+def test_decoder_precisions_are_compared_with_fp32_answers_request_by_request():
+    from minivlm.bench.run import _agreement
+
+    note = _agreement({0: "a red car", 1: "two dogs", 2: "abcd"}, {0: "a red car", 1: "two cats", 2: "wxyz", 3: "x"})
+    assert "same 3 requests: 1 identical" in note
+    assert "50%" in note                     # (9/9 + 4/8 ("two ") + 0/4) / 3

@@ -240,3 +240,27 @@ def test_a_fault_while_prefilling_fails_that_request_only(engine, scheduler, ima
     assert isinstance(outcomes.done["victim"], RuntimeError) and "prefill broke" in str(outcomes.done["victim"])
     assert outcomes.done["long"] == engine.run([long_request])
     assert outcomes.order == ["victim", "long"]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_opt_in_decoder_precisions_serve_through_the_same_scheduler(engine, images, precision):
+    scheduler = Scheduler(engine, max_live_rows=4, precision=precision).start()
+    try:
+        assert scheduler.batch.decoder.precision == precision
+        outcomes = Outcomes()
+        rows = [ask(images[0], "od", max_new_tokens=12, **GREEDY), ask(images[1], "vqa", "is it red?", **GREEDY)]
+        scheduler.submit(rows, outcomes.deliver("two rows"))
+        outcomes.wait(1)
+    finally:
+        scheduler.close()
+    answer = outcomes.done["two rows"]
+    assert not isinstance(answer, BaseException), answer
+    assert [row.parts[0].task for row in answer] == ["od", "vqa"]
+    assert 0 < answer[0].parts[0].completion_tokens <= 12
+
+
+def test_decoder_precisions_need_the_continuous_fast_decoder(engine):
+    with pytest.raises(ValueError, match="needs continuous batching"):
+        Scheduler(engine, continuous=False, precision="int8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Scheduler(engine, precision="fp8")

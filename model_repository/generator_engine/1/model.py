@@ -30,7 +30,8 @@ class TritonPythonModel:
         self.scheduler = Scheduler(engine, max_live_rows=int(parameters.get("max_live_rows", "16")),
                                    max_waiting_requests=int(parameters.get("max_waiting_requests", "64")),
                                    continuous=batching != "static",
-                                   overlap_prefill=batching == "continuous").start()
+                                   overlap_prefill=batching == "continuous",
+                                   precision=parameters.get("decoder_precision", "fp32")).start()
         self.scheduler.warm_up()
 
     def execute(self, requests):
