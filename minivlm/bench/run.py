@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -164,7 +163,6 @@ def _generate(vlm: MiniVLM, workload: list[WorkItem], options: BenchOptions) -> 
 def _served(repository: Path, report: BenchReport, options: BenchOptions) -> None:
     if options.server_threads is not None:
         served.set_model_threads(repository, options.server_threads)
-    answers: dict[tuple[str, int], dict[int, str]] = {}          # (mode, concurrency) -> request -> text
     for mode in options.served_batching:
         served.set_mode(repository, mode)
         with served.running_server(repository, options.log_dir) as server:
@@ -174,34 +172,10 @@ def _served(repository: Path, report: BenchReport, options: BenchOptions) -> Non
                 items = build_workload(count, options.task_mix, seed=options.seed)
                 level = served.run_level(server, items, concurrency, progress=options.progress)
                 result = _served_result(level, items, mode)
-                answers[mode, concurrency] = {t.index: t.text for t in level.timings}
                 report.systems.append(result)
                 report.server_profile[result.label.removeprefix("(c) served ")] = {
                     name: asdict(m) for name, m in level.models.items()}
     served.set_mode(repository, served.BATCHING_MODES[0])
-    for result, mode in _precision_results(report.systems, options.served_batching):
-        batching, _ = served.parse_mode(mode)
-        reference = answers.get((batching, result.concurrency))
-        if reference is not None:
-            result.note = _agreement(answers[mode, result.concurrency], reference)
-
-
-def _precision_results(systems: list[SystemResult], modes: Sequence[str]):
-    """(result, mode) for the served results whose decoder is not fp32."""
-    for mode in modes:
-        if served.parse_mode(mode)[1] != "fp32":
-            names = {_served_name(mode, c) for c in {s.concurrency for s in systems}}
-            yield from ((s, mode) for s in systems if s.name in names)
-
-
-def _agreement(answers: dict[int, str], reference: dict[int, str]) -> str:
-    """How far a decoder precision's answers follow fp32's on the same requests (greedy, fixed lengths)."""
-    shared = sorted(set(answers) & set(reference))
-    same = sum(answers[i] == reference[i] for i in shared)
-    prefix = [len(os.path.commonprefix([answers[i], reference[i]])) / max(len(answers[i]), len(reference[i]), 1)
-              for i in shared]
-    return (f"answers vs the fp32 decoder's on the same {len(shared)} requests: {same} identical; on average "
-            f"{sum(prefix) / max(len(prefix), 1):.0%} of the text matches before the first difference")
 
 
 def _served_name(mode: str, concurrency: int) -> str:
