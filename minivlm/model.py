@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
-from .generation import Generation, SamplingParams, decode, reference_greedy
+from .decoder import LlamaDecoder
+from .generation import Backend, Generation, SamplingParams, decode, reference_greedy
 from .prompts import build_prompt
 from .vision import VisionEncoder
 
@@ -41,9 +42,9 @@ class MiniVLM:
         return torch.cat([torch.as_tensor(image_embeds, dtype=token_embeds.dtype), token_embeds], dim=0)
 
     def generate(self, image_embeds: list[torch.Tensor], prompts: list[list[int]],
-                 params: list[SamplingParams]) -> list[Generation]:
+                 params: list[SamplingParams], *, backend: Backend | LlamaDecoder = "auto") -> list[Generation]:
         prefixes = [self.prefix(e, p) for e, p in zip(image_embeds, prompts)]
-        return decode(self.language_model, prefixes, params, self.eos_token_id)
+        return decode(self.language_model, prefixes, params, self.eos_token_id, backend=backend)
 
     def reference_answer(self, pixel_values: np.ndarray, task: str, question: str = "",
                          max_new_tokens: int = 10) -> tuple[Generation, str]:

@@ -1,7 +1,9 @@
 """Evaluate a demo model on held-out scenes through the serving decode path (batched, KV cache, greedy).
 
 Answers are produced exactly as the generator serves them: `MiniVLM.generate` after `prompt_ids(task,
-question)`, decoded text through `clean_answer`, OD text through `parse_detection`.
+question)`, decoded text through `clean_answer`, OD text through `parse_detection`. `precision` picks the
+decoder's weight format as generator_engine's `decoder_precision` does, so the accuracy cost of int8 or bf16
+is measured on a trained model.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from ..config import NOTEBOOK_TASK_DEFAULTS
+from ..decoder import Precision, fast_decoder
 from ..detection import parse_detection
 from ..generation import SamplingParams
 from ..images import pixel_values
@@ -41,6 +44,8 @@ class DemoReport:
     od_label_f1: float
     od_map50: float
     seconds: float
+    decoder_precision: str = "fp32"
+    identical_to_fp32: float | None = None   # answers (every task) equal to the fp32 decoder's, when not fp32
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,21 +58,29 @@ class _Request:
     question: str = ""
 
 
-def evaluate_demo(vlm: MiniVLM, scenes: list[Scene], *, batch_size: int = 64) -> DemoReport:
+def evaluate_demo(vlm: MiniVLM, scenes: list[Scene], *, batch_size: int = 64,
+                  precision: Precision = "fp32") -> DemoReport:
     started = time.monotonic()
     embeds = _image_embeds(vlm, scenes, batch_size)
     requests = [_Request(i, task) for task in ("caption", "od") for i in range(len(scenes))]
     requests += [_Request(i, "vqa", q) for i, scene in enumerate(scenes) for q, _ in scene.qa]
     log.info("answering %d requests about %d scenes", len(requests), len(scenes))
-    answers = dict(zip(requests, answer_all(vlm, embeds, requests, batch_size)))
+    texts = answer_all(vlm, embeds, requests, batch_size, precision)
+    identical = None
+    if precision != "fp32":
+        reference = answer_all(vlm, embeds, requests, batch_size)
+        identical = sum(a == b for a, b in zip(texts, reference)) / len(texts)
+    answers = dict(zip(requests, texts))
     caption = _caption_scores(scenes, [answers[_Request(i, "caption")] for i in range(len(scenes))])
     od = _detection_scores(scenes, [answers[_Request(i, "od")] for i in range(len(scenes))])
     vqa = _vqa_scores(scenes, answers)
-    return DemoReport(scenes=len(scenes), **caption, **vqa, **od, seconds=time.monotonic() - started)
+    return DemoReport(scenes=len(scenes), **caption, **vqa, **od, seconds=time.monotonic() - started,
+                      decoder_precision=precision, identical_to_fp32=identical)
 
 
-def evaluate_held_out(vlm: MiniVLM, count: int, *, seed: int = EVAL_SEED, batch_size: int = 64) -> DemoReport:
-    return evaluate_demo(vlm, list(generate_scenes(seed, count)), batch_size=batch_size)
+def evaluate_held_out(vlm: MiniVLM, count: int, *, seed: int = EVAL_SEED, batch_size: int = 64,
+                      precision: Precision = "fp32") -> DemoReport:
+    return evaluate_demo(vlm, list(generate_scenes(seed, count)), batch_size=batch_size, precision=precision)
 
 
 def _image_embeds(vlm: MiniVLM, scenes: list[Scene], batch_size: int) -> list[torch.Tensor]:
@@ -78,14 +91,16 @@ def _image_embeds(vlm: MiniVLM, scenes: list[Scene], batch_size: int) -> list[to
     return embeds
 
 
-def answer_all(vlm: MiniVLM, embeds: list[torch.Tensor], requests: list[_Request], batch_size: int) -> list[str]:
+def answer_all(vlm: MiniVLM, embeds: list[torch.Tensor], requests: list[_Request], batch_size: int,
+               precision: Precision = "fp32") -> list[str]:
     """Greedy answers, batched by task so rows in a batch have similar lengths."""
+    backend = "auto" if precision == "fp32" else fast_decoder(vlm.language_model, precision=precision)
     texts = []
     for start in range(0, len(requests), batch_size):
         chunk = requests[start:start + batch_size]
         params = [SamplingParams(NOTEBOOK_TASK_DEFAULTS[r.task].max_new_tokens, temperature=0.0) for r in chunk]
         generations = vlm.generate([embeds[r.scene] for r in chunk],
-                                   [vlm.prompt_ids(r.task, r.question) for r in chunk], params)
+                                   [vlm.prompt_ids(r.task, r.question) for r in chunk], params, backend=backend)
         texts += [clean_answer(vlm.tokenizer.decode(list(g.token_ids), skip_special_tokens=True))
                   for g in generations]
     return texts

@@ -76,6 +76,10 @@ def test_saved_model_loads_and_answers(trained, tmp_path):
         assert torch.equal(tensor, loaded.vision.vit.state_dict()[name])
     report = evaluate_held_out(loaded, 2, batch_size=4)
     assert report.scenes == 2 and 0.0 <= report.vqa_accuracy <= 1.0 and report.vqa_questions > 0
+    assert report.decoder_precision == "fp32" and report.identical_to_fp32 is None
+    int8 = evaluate_held_out(loaded, 2, batch_size=4, precision="int8")      # what decoder_precision=int8 serves
+    assert int8.decoder_precision == "int8" and 0.0 <= int8.identical_to_fp32 <= 1.0
+    assert int8.vqa_questions == report.vqa_questions
 
 
 def test_demo_subcommands_are_registered_with_kebab_case_flags_and_help():
@@ -83,8 +87,10 @@ def test_demo_subcommands_are_registered_with_kebab_case_flags_and_help():
     add_demo_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["demo-train", "--output", "out", "--minutes", "2", "--seed", "3", "--force"])
     assert (args.output, args.minutes, args.seed, args.force) == ("out", 2.0, 3, True) and callable(args.func)
-    args = parser.parse_args(["demo-eval", "out", "--scenes", "5", "--json", "--batch-size", "8"])
-    assert (args.directory, args.scenes, args.json, args.batch_size) == ("out", 5, True, 8)
+    args = parser.parse_args(["demo-eval", "out", "--scenes", "5", "--json", "--batch-size", "8",
+                              "--decoder-precision", "int8"])
+    assert (args.directory, args.scenes, args.json, args.batch_size, args.decoder_precision) == \
+        ("out", 5, True, 8, "int8")
     for choice in parser._subparsers._group_actions[0].choices.values():
         for action in choice._actions:
             assert action.help, action.dest
