@@ -35,6 +35,11 @@ def add_export_command(subparsers) -> None:
                              "backend (the NGC image)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                         help="instance kind of the router, vision encoder and generator_engine (KIND_CPU/KIND_GPU)")
+    parser.add_argument("--decoder-precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                        help="generator_engine's decoder weights: fp32 (default) gives the PyTorch reference's "
+                             "greedy tokens exactly; int8 about 1.9x the throughput on CPU, bf16 about 1.6x at 8 "
+                             "clients, each with an accuracy cost (docs/benchmarks.md; check yours with "
+                             "`vlm demo-eval --decoder-precision`)")
     parser.set_defaults(func=run_export)
 
 
@@ -44,8 +49,9 @@ def run_export(args: argparse.Namespace) -> int:
     report = build_repository(BuildOptions(
         checkpoint_dir=args.checkpoint_dir, output=args.output, vision_model=args.vision_model,
         language_model=args.language_model, router=args.router, onnx_backend=args.onnx_backend,
-        device=args.device))
-    print(f"model repository written to {report.output} ({report.onnx_backend} ONNX backend, {report.device})")
+        device=args.device, decoder_precision=args.decoder_precision))
+    print(f"model repository written to {report.output} ({report.onnx_backend} ONNX backend, {report.device}, "
+          f"{args.decoder_precision} decoder)")
     for graph, diffs in report.max_abs_diff.items():
         shown = ", ".join(f"batch {b}: {d:.2e}" for b, d in diffs.items())
         print(f"  {graph}: max |ONNX - PyTorch| {shown}")

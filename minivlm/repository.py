@@ -13,6 +13,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import get_args
 
 from google.protobuf import text_format
 from tqdm import tqdm
@@ -21,6 +22,7 @@ from tritonclient.grpc import model_config_pb2
 from vlm_client import protocol
 
 from .checkpoint import ROUTER_FILE, TOKENIZER_DIR, load_vlm
+from .decoder import Precision
 from .errors import CheckpointError
 from .serving.query_step import TOKENIZER_DIR as QUERY_TOKENIZER_DIR
 
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "model_repository"
 ONNX_BACKENDS = ("python", "onnxruntime")
 DEVICES = ("cpu", "gpu")
+DECODER_PRECISIONS: tuple[str, ...] = get_args(Precision)      # generator_engine's decoder_precision
 ONNX_MODELS = (protocol.ROUTER, protocol.VISION_ENCODER)
 TOKENIZING_MODELS = (protocol.PREPROCESS, protocol.QUERY_PREPROCESS)   # each gets the router's tokenizer
 MANIFEST = "build_manifest.json"
@@ -43,12 +46,18 @@ class BuildOptions:
     router: str = "lstm"                  # "lstm" (the notebook's task_classifier.pt) or a MiniLM router folder
     onnx_backend: str = "python"
     device: str = "cpu"
+    decoder_precision: str = "fp32"       # "int8" / "bf16": faster, opt-in accuracy cost (docs/benchmarks.md)
 
     def __post_init__(self):
         if self.onnx_backend not in ONNX_BACKENDS:
             raise ValueError(f"onnx_backend must be one of {ONNX_BACKENDS}, got {self.onnx_backend!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.decoder_precision not in DECODER_PRECISIONS:
+            raise ValueError(f"decoder_precision must be one of {DECODER_PRECISIONS}, got {self.decoder_precision!r}")
+        if self.device == "gpu" and self.decoder_precision != "fp32":
+            raise ValueError(f"decoder_precision {self.decoder_precision!r} is for the CPU fast decoder; a GPU "
+                             f"generator_engine runs HF's forward in fp32")
 
 
 @dataclass
@@ -57,6 +66,7 @@ class BuildReport:
     onnx_backend: str
     device: str
     router: str
+    decoder_precision: str = "fp32"
     max_abs_diff: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
@@ -71,7 +81,8 @@ def build_repository(options: BuildOptions) -> BuildReport:
     steps.update()
     copy_template(output)
     steps.update()
-    report = BuildReport(str(output), options.onnx_backend, options.device, options.router)
+    report = BuildReport(str(output), options.onnx_backend, options.device, options.router,
+                         options.decoder_precision)
     vision = export_vision_encoder(vlm.vision, output / protocol.VISION_ENCODER / "1" / "model.onnx")
     report.max_abs_diff[protocol.VISION_ENCODER] = vision.max_abs_diff
     steps.update()
@@ -79,6 +90,7 @@ def build_repository(options: BuildOptions) -> BuildReport:
     steps.update()
     write_generator_artifacts(vlm, output / protocol.GENERATOR_ENGINE / "1")
     apply_variant(output, onnx_backend=options.onnx_backend, device=options.device)
+    set_model_parameter(output, protocol.GENERATOR_ENGINE, "decoder_precision", options.decoder_precision)
     (output / MANIFEST).write_text(json.dumps(asdict(report), indent=2))
     steps.update()
     steps.close()
@@ -110,6 +122,14 @@ def _export_router(options: BuildOptions, output: Path) -> dict[int, float]:
     for tokenizer_dir in others:
         shutil.copytree(first, tokenizer_dir)
     return report.max_abs_diff
+
+
+def set_model_parameter(repository: Path, model: str, key: str, value: str) -> None:
+    """Rewrite one string parameter of a model's config.pbtxt in a built repository."""
+    path = Path(repository) / model / "config.pbtxt"
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    config.parameters[key].string_value = value
+    path.write_text(text_format.MessageToString(config))
 
 
 def apply_variant(output: Path, *, onnx_backend: str, device: str) -> None:

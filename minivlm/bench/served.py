@@ -23,7 +23,7 @@ from tqdm import tqdm
 from vlm_client import VLMClient
 from vlm_client.protocol import ENSEMBLE
 
-from ..repository import TEMPLATE_DIR, BuildOptions, build_repository
+from ..repository import DECODER_PRECISIONS, TEMPLATE_DIR, BuildOptions, build_repository, set_model_parameter
 from ..serving.continuous import BATCHING_MODES   # generator_engine's `batching` parameter  # noqa: F401
 from ..triton_server import ServerOptions, TritonServer, free_ports
 from . import server_stats
@@ -114,10 +114,10 @@ def set_model_threads(repository: Path, threads: int) -> None:
     """Rewrite the cached repository's thread parameters (never the checked-in template): on 2 shared cores,
     2 intra-op threads per model stall at every parallel region whenever another process holds a core."""
     for model, key in THREAD_PARAMETERS.items():
-        _set_parameter(repository, model, key, str(threads))
+        set_model_parameter(repository, model, key, str(threads))
 
 
-PRECISIONS = ("fp32", "bf16", "int8")          # generator_engine's `decoder_precision` parameter
+PRECISIONS = DECODER_PRECISIONS                 # generator_engine's `decoder_precision` parameter
 
 
 def parse_mode(mode: str) -> tuple[str, str]:
@@ -137,18 +137,8 @@ def parse_mode(mode: str) -> tuple[str, str]:
 def set_mode(repository: Path, mode: str) -> None:
     """Write a served mode (`parse_mode`) into the cached repository's generator_engine."""
     batching, precision = parse_mode(mode)
-    _set_parameter(repository, "generator_engine", "batching", batching)
-    _set_parameter(repository, "generator_engine", "decoder_precision", precision)
-
-
-def _set_parameter(repository: Path, model: str, key: str, value: str) -> None:
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    path = Path(repository) / model / "config.pbtxt"
-    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-    config.parameters[key].string_value = value
-    path.write_text(text_format.MessageToString(config))
+    set_model_parameter(repository, "generator_engine", "batching", batching)
+    set_model_parameter(repository, "generator_engine", "decoder_precision", precision)
 
 
 @contextmanager

@@ -146,3 +146,31 @@ def test_generator_forwards_to_a_decoupled_engine_and_stays_unary():
     parameters = {key: value.string_value for key, value in engine.parameters.items()}
     assert parameters["batching"] == "continuous" and int(parameters["max_live_rows"]) >= 1
     assert int(parameters["max_waiting_requests"]) >= 1
+
+
+def test_decoder_precision_is_an_export_option_checked_before_anything_is_built(tmp_path):
+    import argparse
+    from typing import get_args
+
+    from minivlm.cli import add_export_command
+    from minivlm.decoder import Precision
+    from minivlm.repository import DECODER_PRECISIONS, BuildOptions, set_model_parameter
+
+    assert parse(TEMPLATE_DIR / protocol.GENERATOR_ENGINE / "config.pbtxt").parameters[
+        "decoder_precision"].string_value == "fp32"                      # exact by default
+    parser = argparse.ArgumentParser()
+    add_export_command(parser.add_subparsers())
+    args = parser.parse_args(["export", "CKPT", "-o", "REPO", "--decoder-precision", "int8"])
+    assert args.decoder_precision == "int8"
+    choices = next(a.choices for a in parser._subparsers._group_actions[0].choices["export"]._actions
+                   if a.dest == "decoder_precision")
+    assert tuple(choices) == DECODER_PRECISIONS == get_args(Precision)
+    with pytest.raises(ValueError, match="decoder_precision must be one of"):
+        BuildOptions(checkpoint_dir=tmp_path, output=tmp_path / "repo", decoder_precision="fp8")
+    with pytest.raises(ValueError, match="CPU fast decoder"):
+        BuildOptions(checkpoint_dir=tmp_path, output=tmp_path / "repo", device="gpu", decoder_precision="int8")
+    copy_template(tmp_path / "repo")
+    set_model_parameter(tmp_path / "repo", protocol.GENERATOR_ENGINE, "decoder_precision", "int8")
+    engine = parse(tmp_path / "repo" / protocol.GENERATOR_ENGINE / "config.pbtxt")
+    assert engine.parameters["decoder_precision"].string_value == "int8"
+    assert engine.parameters["batching"].string_value == "continuous"     # the rest untouched
