@@ -304,7 +304,7 @@ class LlamaDecoder:
         return self._mm(self._normed(x), self.lm_head)
 
     def new_cache(self, rows: int, capacity: int, *, empty: bool = False) -> KVCache:
-        """empty: no live rows yet; they join through `admit` (a continuous batch)."""
+        """empty: no live rows yet; they join through `join` (a continuous batch)."""
         if capacity > self.config.max_positions:
             raise ValueError(f"cache capacity {capacity} exceeds the model's {self.config.max_positions} positions")
         cache = KVCache(self.config, rows, capacity)
@@ -364,15 +364,9 @@ class LlamaDecoder:
         region = cache.region(cache.rows, n, first_column, L)
         for target, source in zip(region.kv, rows.kv):
             target.copy_(source)
-        region.bias.copy_(rows.bias[:, :L])
+        region.bias.copy_(rows.bias)
         region.positions.copy_(rows.positions)
         cache.open_rows(n, first_column)
-
-    def admit(self, embeds: torch.Tensor, mask: torch.Tensor, cache: KVCache, *, ahead: int = 1) -> torch.Tensor:
-        """`prefill_rows` then `join`, on this thread -> the new rows' last-position logits (n, V)."""
-        rows, logits = self.prefill_rows(embeds, mask)
-        self.join(rows, cache, ahead=ahead)
-        return logits
 
     # --- decode: one new token per row ---------------------------------------------------------------------
     @torch.inference_mode()

@@ -24,7 +24,7 @@ from vlm_client import VLMClient
 from vlm_client.protocol import ENSEMBLE
 
 from ..repository import DECODER_PRECISIONS, TEMPLATE_DIR, BuildOptions, build_repository, set_model_parameter
-from ..serving.continuous import BATCHING_MODES   # generator_engine's `batching` parameter  # noqa: F401
+from ..serving.continuous import BATCHING_MODES   # generator_engine's `batching` parameter
 from ..triton_server import ServerOptions, TritonServer, free_ports
 from . import server_stats
 from .workload import WorkItem
@@ -117,18 +117,15 @@ def set_model_threads(repository: Path, threads: int) -> None:
         set_model_parameter(repository, model, key, str(threads))
 
 
-PRECISIONS = DECODER_PRECISIONS                 # generator_engine's `decoder_precision` parameter
-
-
 def parse_mode(mode: str) -> tuple[str, str]:
     """A served mode, BATCHING[:PRECISION] ("continuous", "static", "continuous:int8") -> (batching, precision).
     Batching: continuous (the default; `continuous_inline` prefills on the scheduler thread) or the static
     batches it replaced; precision: the decoder's weight format (only the continuous fast decoder has them)."""
     batching, _, precision = mode.partition(":")
     precision = precision or "fp32"
-    if batching not in BATCHING_MODES or precision not in PRECISIONS:
+    if batching not in BATCHING_MODES or precision not in DECODER_PRECISIONS:
         raise ValueError(f"a served mode is BATCHING[:PRECISION] with batching in {BATCHING_MODES} and precision "
-                         f"in {PRECISIONS}, got {mode!r}")
+                         f"in {DECODER_PRECISIONS}, got {mode!r}")
     if batching == "static" and precision != "fp32":
         raise ValueError(f"{mode!r}: decoder precisions need continuous batching")
     return batching, precision

@@ -44,8 +44,9 @@ def _alone(decoder, prefix, tokens) -> list[torch.Tensor]:
 
 
 def _admit(decoder, cache, prefixes, ahead=8) -> torch.Tensor:
-    embeds, mask = _left_pad(prefixes)
-    return decoder.admit(embeds, mask, cache, ahead=ahead)
+    rows, logits = decoder.prefill_rows(*_left_pad(prefixes))
+    decoder.join(rows, cache, ahead=ahead)
+    return logits
 
 
 # --- the decoder: admission into a live cache -----------------------------------------------------------------
