@@ -63,14 +63,16 @@ def ensure_router(workdir: Path) -> Path:
 
 
 def ensure_repository(checkpoint_dir: Path, router_dir: Path, workdir: Path) -> Path:
-    from .repository import MANIFEST, BuildOptions, build_repository
+    from .repository import MANIFEST, BuildOptions, build_repository, built_from_this_template
 
     repo = workdir / "repository"
     newest_input = max(p.stat().st_mtime for p in (checkpoint_dir / "vlm_with_tags.pt", router_dir / "router.json"))
-    if (repo / MANIFEST).is_file() and (repo / MANIFEST).stat().st_mtime > newest_input:
+    built = (repo / MANIFEST).is_file()
+    if built and (repo / MANIFEST).stat().st_mtime > newest_input and built_from_this_template(repo):
         print(f"[3/5] model repository: reusing {repo}")
         return repo
-    print(f"[3/5] model repository: exporting to {repo}")
+    why = " (built by another version of this project)" if built and not built_from_this_template(repo) else ""
+    print(f"[3/5] model repository: exporting to {repo}{why}")
     build_repository(BuildOptions(checkpoint_dir=checkpoint_dir, output=repo, router=str(router_dir)))
     return repo
 

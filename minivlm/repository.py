@@ -8,6 +8,7 @@ server) or `onnxruntime` (Triton's native backend: the NGC image); another picks
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -35,6 +36,7 @@ DECODER_PRECISIONS: tuple[str, ...] = get_args(Precision)      # generator_engin
 ONNX_MODELS = (protocol.ROUTER, protocol.VISION_ENCODER)
 TOKENIZING_MODELS = (protocol.PREPROCESS, protocol.QUERY_PREPROCESS)   # each gets the router's tokenizer
 MANIFEST = "build_manifest.json"
+_NOT_COPIED = ("__pycache__", ".gitkeep")      # template files and folders a built repository lacks
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +69,7 @@ class BuildReport:
     device: str
     router: str
     decoder_precision: str = "fp32"
+    template: str = ""                    # template_fingerprint() of the template it was built from
     max_abs_diff: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
@@ -82,7 +85,7 @@ def build_repository(options: BuildOptions) -> BuildReport:
     copy_template(output)
     steps.update()
     report = BuildReport(str(output), options.onnx_backend, options.device, options.router,
-                         options.decoder_precision)
+                         options.decoder_precision, template_fingerprint())
     vision = export_vision_encoder(vlm.vision, output / protocol.VISION_ENCODER / "1" / "model.onnx")
     report.max_abs_diff[protocol.VISION_ENCODER] = vision.max_abs_diff
     steps.update()
@@ -104,7 +107,7 @@ def copy_template(output: Path) -> None:
         if not (output / MANIFEST).exists():
             raise FileExistsError(f"{output} exists and is not a repository this command built; refusing to overwrite")
         shutil.rmtree(output)
-    shutil.copytree(TEMPLATE_DIR, output, ignore=shutil.ignore_patterns("__pycache__", ".gitkeep"))
+    shutil.copytree(TEMPLATE_DIR, output, ignore=shutil.ignore_patterns(*_NOT_COPIED))
 
 
 def _export_router(options: BuildOptions, output: Path) -> dict[int, float]:
@@ -122,6 +125,25 @@ def _export_router(options: BuildOptions, output: Path) -> dict[int, float]:
     for tokenizer_dir in others:
         shutil.copytree(first, tokenizer_dir)
     return report.max_abs_diff
+
+
+def template_fingerprint() -> str:
+    """Changes whenever a file of the model_repository template does. A repository built from another
+    template holds model.py files that may call code this version no longer has, so it is rebuilt, not reused."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in TEMPLATE_DIR.rglob("*")
+                       if p.is_file() and not set(p.relative_to(TEMPLATE_DIR).parts) & set(_NOT_COPIED)):
+        digest.update(str(path.relative_to(TEMPLATE_DIR)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def built_from_this_template(repository: Path) -> bool:
+    """The repository's manifest names the current template (see `template_fingerprint`)."""
+    try:
+        return json.loads((Path(repository) / MANIFEST).read_text()).get("template") == template_fingerprint()
+    except (OSError, ValueError):
+        return False
 
 
 def set_model_parameter(repository: Path, model: str, key: str, value: str) -> None:

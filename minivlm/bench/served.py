@@ -23,7 +23,7 @@ from tqdm import tqdm
 from vlm_client import VLMClient
 from vlm_client.protocol import ENSEMBLE
 
-from ..repository import DECODER_PRECISIONS, TEMPLATE_DIR, BuildOptions, build_repository, set_model_parameter
+from ..repository import DECODER_PRECISIONS, BuildOptions, build_repository, set_model_parameter, template_fingerprint
 from ..serving.continuous import BATCHING_MODES   # generator_engine's `batching` parameter
 from ..triton_server import ServerOptions, TritonServer, free_ports
 from . import server_stats
@@ -53,9 +53,7 @@ class LoadLevel:
 
 def cache_key(seed: int) -> str:
     digest = hashlib.sha256(RECIPE.format(seed=seed).encode())
-    for path in sorted(p for p in TEMPLATE_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(str(path.relative_to(TEMPLATE_DIR)).encode())
-        digest.update(path.read_bytes())
+    digest.update(template_fingerprint().encode())
     return digest.hexdigest()[:16]
 
 

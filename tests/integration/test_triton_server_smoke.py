@@ -101,3 +101,9 @@ def test_stop_leaves_no_process_behind(tmp_path):
     while _live_group_members(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _live_group_members(pid) == []
+
+
+def test_an_exported_repository_names_the_template_it_was_built_from(model_repository):
+    from minivlm.repository import built_from_this_template
+
+    assert built_from_this_template(model_repository)

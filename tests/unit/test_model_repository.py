@@ -174,3 +174,28 @@ def test_decoder_precision_is_an_export_option_checked_before_anything_is_built(
     engine = parse(tmp_path / "repo" / protocol.GENERATOR_ENGINE / "config.pbtxt")
     assert engine.parameters["decoder_precision"].string_value == "int8"
     assert engine.parameters["batching"].string_value == "continuous"     # the rest untouched
+
+
+def test_a_repository_is_reused_only_when_built_from_this_template(tmp_path, monkeypatch):
+    """`vlm demo` reuses an exported repository; one exported by an older version holds model.py files that
+    call code this version may not have (seen: `GeneratorEngine.run_rows`), so it must be rebuilt."""
+    import json
+
+    import minivlm.repository as repository
+
+    repo = tmp_path / "repo"
+    copy_template(repo)
+    assert not repository.built_from_this_template(repo)                          # no manifest
+    (repo / repository.MANIFEST).write_text(json.dumps({"template": repository.template_fingerprint()}))
+    assert repository.built_from_this_template(repo)
+    (repo / repository.MANIFEST).write_text(json.dumps({"template": "0123456789abcdef"}))
+    assert not repository.built_from_this_template(repo)
+    (repo / repository.MANIFEST).write_text("{not json")
+    assert not repository.built_from_this_template(repo)
+    edited = tmp_path / "template"                       # any edit of a template file changes the fingerprint
+    copy_template(edited)
+    before = repository.template_fingerprint()
+    monkeypatch.setattr(repository, "TEMPLATE_DIR", edited)
+    assert repository.template_fingerprint() == before
+    (edited / protocol.GENERATOR / "1" / "model.py").write_text("# edited\n")
+    assert repository.template_fingerprint() != before
