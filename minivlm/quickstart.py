@@ -67,11 +67,11 @@ def ensure_repository(checkpoint_dir: Path, router_dir: Path, workdir: Path) -> 
 
     repo = workdir / "repository"
     newest_input = max(p.stat().st_mtime for p in (checkpoint_dir / "vlm_with_tags.pt", router_dir / "router.json"))
-    built = (repo / MANIFEST).is_file()
-    if built and (repo / MANIFEST).stat().st_mtime > newest_input and built_from_this_template(repo):
+    built, current = (repo / MANIFEST).is_file(), built_from_this_template(repo)
+    if current and (repo / MANIFEST).stat().st_mtime > newest_input:
         print(f"[3/5] model repository: reusing {repo}")
         return repo
-    why = " (built by another version of this project)" if built and not built_from_this_template(repo) else ""
+    why = " (built by another version of this project)" if built and not current else ""
     print(f"[3/5] model repository: exporting to {repo}{why}")
     build_repository(BuildOptions(checkpoint_dir=checkpoint_dir, output=repo, router=str(router_dir)))
     return repo
