@@ -8,6 +8,7 @@ from . import protocol
 from .aio import AsyncVLMClient
 from .errors import VLMError
 from .sdk import VLMClient
-from .types import Answer, AnswerPart, DetectedObject, Route
+from .types import Answer, AnswerPart, DetectedObject, Route, StreamChunk
 
-__all__ = ["VLMClient", "AsyncVLMClient", "VLMError", "Answer", "AnswerPart", "DetectedObject", "Route", "protocol"]
+__all__ = ["VLMClient", "AsyncVLMClient", "VLMError", "Answer", "AnswerPart", "DetectedObject", "Route",
+           "StreamChunk", "protocol"]

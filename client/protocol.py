@@ -54,6 +54,14 @@ COMPLETION_TOKENS = Tensor("completion_tokens", "INT32", (1,))
 ENSEMBLE_OUTPUTS = (TASK, ROUTING, CONFIDENCE, TEXT, OBJECTS, JSON_VALID, FINISH_REASON, PROMPT_TOKENS,
                     COMPLETION_TOKENS, PARTS)
 
+# --- ensemble "vlm_stream": the same answer, its text streamed as it is decoded (gRPC streaming only) -------
+# Decoupled: zero or more responses carrying only TEXT, each the next piece of the first answer part's raw
+# decoded text, then one final response with every ENSEMBLE_OUTPUTS tensor: the whole answer, exactly as "vlm"
+# gives it (its TEXT is cleaned, so it may differ from the pieces joined by surrounding whitespace or tag residue).
+STREAM_ENSEMBLE = "vlm_stream"
+STREAM = Tensor("stream", "BOOL", (1,), optional=True)  # true: send text pieces as they are decoded
+STREAM_INPUTS = ENSEMBLE_INPUTS + (STREAM,)
+
 # --- query_preprocess: query text -> router tokens, explicit tag / override, cleaned question -------------
 QUERY_PREPROCESS = "query_preprocess"
 INPUT_IDS = Tensor("input_ids", "INT64", (-1,))
@@ -92,7 +100,8 @@ VISION_OUTPUTS = (IMAGE_EMBEDS,)
 
 # --- generator: routing decision + SmolLM decoding -------------------------------------------------------
 GENERATOR = "generator"
-GENERATOR_INPUTS = (IMAGE_EMBEDS, TASK_PROBS, TASK_SCORES, QUESTION, FORCED_TASK, FORCED_BY) + GENERATION_OPTIONS
+GENERATOR_INPUTS = (IMAGE_EMBEDS, TASK_PROBS, TASK_SCORES, QUESTION, FORCED_TASK, FORCED_BY) + GENERATION_OPTIONS \
+    + (STREAM,)
 GENERATOR_OUTPUTS = ENSEMBLE_OUTPUTS
 
 # --- generator_engine: what the generator forwards every request to ---------------------------------------
@@ -113,9 +122,11 @@ MODELS = {
     GENERATOR: (GENERATOR_INPUTS, GENERATOR_OUTPUTS),
     GENERATOR_ENGINE: (GENERATOR_INPUTS, GENERATOR_OUTPUTS),
     ENSEMBLE: (ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS),
+    STREAM_ENSEMBLE: (STREAM_INPUTS, ENSEMBLE_OUTPUTS),
     ROUTE_ENSEMBLE: (ROUTE_INPUTS, ROUTE_OUTPUTS),
 }
+ENSEMBLES = (ENSEMBLE, STREAM_ENSEMBLE, ROUTE_ENSEMBLE)
 
 # Names that prefix the server's error messages ("<step>: <message>"): every composing model (internal
 # errors name the model), and IMAGE_PREPROCESS / QUERY_PREPROCESS for a bad image or query.
-ERROR_STEPS = (IMAGE_PREPROCESS,) + tuple(name for name in MODELS if name not in (ENSEMBLE, ROUTE_ENSEMBLE))
+ERROR_STEPS = (IMAGE_PREPROCESS,) + tuple(name for name in MODELS if name not in ENSEMBLES)

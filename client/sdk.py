@@ -9,8 +9,10 @@ import importlib
 import io
 import numbers
 import os
+import queue
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Union
@@ -20,7 +22,7 @@ from tritonclient.utils import triton_to_np_dtype
 
 from . import protocol as proto
 from .errors import VLMError, translate_errors
-from .types import Answer, Route, parse_answer, parse_routes
+from .types import Answer, Route, StreamChunk, parse_answer, parse_routes
 
 DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}
 DEFAULT_TIMEOUT_S = 60.0
@@ -132,7 +134,7 @@ class _ClientBase:
 
     def __init__(self, url: str | None = None, *, protocol: str = "grpc",
                  timeout_s: float = DEFAULT_TIMEOUT_S, model_name: str = proto.ENSEMBLE,
-                 route_model_name: str = proto.ROUTE_ENSEMBLE):
+                 route_model_name: str = proto.ROUTE_ENSEMBLE, stream_model_name: str = proto.STREAM_ENSEMBLE):
         if protocol not in DEFAULT_URLS:
             raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(DEFAULT_URLS)}")
         if not timeout_s > 0:
@@ -142,9 +144,11 @@ class _ClientBase:
         self.timeout_s = float(timeout_s)
         self.model_name = model_name
         self.route_model_name = route_model_name
+        self.stream_model_name = stream_model_name
         self._tc = importlib.import_module(_MODULES[protocol, self._aio])   # only the protocol in use
         self._route_batch: int | None = None
         self._triton_client: Any = None   # made on first use: the aio clients need a running event loop
+        self._stream_lock = threading.Lock()   # a tritonclient gRPC client holds one stream at a time
 
     def _client(self) -> Any:
         if self._triton_client is None:
@@ -194,6 +198,51 @@ class VLMClient(_ClientBase):
         arrays = ask_arrays(image, query, task=task, max_new_tokens=max_new_tokens, temperature=temperature,
                             top_p=top_p, seed=seed)
         return parse_answer(self._infer(self.model_name, arrays, proto.ENSEMBLE_OUTPUTS))
+
+    def ask_stream(self, image: ImageInput, query: str, *, task: str | None = None,
+                   max_new_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
+                   seed: int | None = None) -> Iterator[StreamChunk]:
+        """`ask`, with the answer's text as it is decoded (gRPC only, the `vlm_stream` ensemble): yields
+        StreamChunk(text=piece) while decoding, then StreamChunk(answer=...) with what `ask` would return.
+        The pieces are the first answer part's raw text; the final answer's `text` is cleaned (stripped, tag
+        residue removed). One stream at a time per client: concurrent calls wait for each other."""
+        if self.protocol != "grpc":
+            raise VLMError("streaming needs protocol='grpc' (Triton's HTTP endpoint has no streaming)")
+        arrays = ask_arrays(image, query, task=task, max_new_tokens=max_new_tokens, temperature=temperature,
+                            top_p=top_p, seed=seed)
+        arrays[proto.STREAM] = np.array([[True]])
+        events: queue.Queue = queue.Queue()
+        with self._stream_lock:
+            with self._errors():
+                client = self._client()
+                client.start_stream(callback=lambda result, error: events.put((result, error)),
+                                    stream_timeout=self.timeout_s)
+            try:
+                with self._errors():
+                    client.async_stream_infer(self.stream_model_name, infer_inputs(self._tc, arrays),
+                                              enable_empty_final_response=True)
+                yield from self._stream_events(events)
+            finally:
+                client.stop_stream()
+
+    def _stream_events(self, events: queue.Queue) -> Iterator[StreamChunk]:
+        names = {t.name for t in proto.ENSEMBLE_OUTPUTS}
+        while True:
+            try:
+                result, error = events.get(timeout=self.timeout_s)
+            except queue.Empty:
+                raise VLMError(f"no streamed response from {self.url} within {self.timeout_s:g} s") from None
+            if error is not None:
+                with self._errors():
+                    raise error
+            response = result.get_response()
+            present = {output.name for output in response.outputs}
+            if present >= names:
+                yield StreamChunk(answer=parse_answer(_as_arrays(result, proto.ENSEMBLE_OUTPUTS)))
+            elif proto.TEXT.name in present:
+                yield StreamChunk(text=result.as_numpy(proto.TEXT.name).item().decode("utf-8"))
+            if response.parameters["triton_final_response"].bool_param:
+                return
 
     def route(self, query: str, *, task: str | None = None) -> Route:
         """The task `query` would be routed to, without generating anything."""

@@ -64,6 +64,14 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class StreamChunk:
+    """One event of `VLMClient.ask_stream`: a piece of the answer's text while it is decoded, then (last) the
+    whole `answer`, exactly what `ask` returns."""
+    text: str = ""
+    answer: Answer | None = None
+
+
+@dataclass(frozen=True)
 class Route:
     task: str
     confidence: float

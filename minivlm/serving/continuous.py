@@ -19,6 +19,11 @@ being prefilled hold their slot, so `max_live_rows` still bounds the rows that d
 `precision` picks the decoder's weight format: "fp32" (HF's greedy tokens exactly) or the opt-in "bf16" /
 "int8", faster with an accuracy cost (`minivlm/decoder.py`, docs/benchmarks.md).
 
+Streaming (`submit(..., on_text=...)`, one-row requests): after each step the new text of the request's first
+answer part goes to `on_text` (raw decoded text, held back while it ends inside a multi-byte character; the
+pieces join to that part's whole raw text); the final answer still comes once through `deliver`, after the
+last piece. Static batches send the text in one piece when the row finishes.
+
 `continuous=False`, or a model the fast decoder does not implement (HF's forward, a GPU), gives the static
 fallback: the rows waiting when the previous batch finished decode together to the end.
 """
@@ -55,6 +60,8 @@ class _Ticket:
     generations: dict[tuple[int, int], Generation] = field(default_factory=dict)
     expected: int = 0
     delivered: bool = False      # answered or failed: rows of it still decoding are ignored
+    on_text: Callable[[str], None] | None = None    # streaming: the next piece of its first part's text
+    streamed: str = ""           # the text sent to on_text so far
 
 
 class Scheduler:
@@ -82,6 +89,18 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="generator-scheduler", daemon=True)
         self._prefill_thread = threading.Thread(target=self._prefill_loop, name="generator-prefill", daemon=True)
 
+    @classmethod
+    def from_parameters(cls, engine: GeneratorEngine, parameters: dict[str, str]) -> Scheduler:
+        """From generator_engine's config parameters (batching, max_live_rows, max_waiting_requests,
+        decoder_precision); an unknown batching mode is refused rather than guessed."""
+        batching = parameters.get("batching", "continuous")
+        if batching not in BATCHING_MODES:
+            raise ValueError(f"parameter batching must be one of {BATCHING_MODES}, got {batching!r}")
+        return cls(engine, max_live_rows=int(parameters.get("max_live_rows", "16")),
+                   max_waiting_requests=int(parameters.get("max_waiting_requests", "64")),
+                   continuous=batching != "static", overlap_prefill=batching == "continuous",
+                   precision=parameters.get("decoder_precision", "fp32"))
+
     @property
     def mode(self) -> str:
         if not self.continuous:
@@ -101,15 +120,19 @@ class Scheduler:
         self._thread.start()
         return self
 
-    def submit(self, rows: list[GenerationRequest], deliver: Deliver) -> None:
-        """Queue one request (its rows answer together); `deliver` is called once, from the scheduler thread."""
+    def submit(self, rows: list[GenerationRequest], deliver: Deliver, *,
+               on_text: Callable[[str], None] | None = None) -> None:
+        """Queue one request (its rows answer together); `deliver` is called once, from the scheduler thread.
+        `on_text` (one-row requests only) streams its text as it is decoded, from the same thread."""
+        if on_text is not None and len(rows) != 1:
+            raise InputError(f"streaming needs one row per request, got {len(rows)}")
         with self._cond:
             if self._closed:
                 raise ServerBusyError("the generator is shutting down")
             if self._waiting >= self.max_waiting_requests:
                 raise ServerBusyError(f"{self._waiting} requests are waiting for a decoding slot "
                                       f"(max_waiting_requests={self.max_waiting_requests}); retry later")
-            self._inbox.append(_Ticket(list(rows), deliver))
+            self._inbox.append(_Ticket(list(rows), deliver, on_text=on_text))
             self._waiting += 1
             self._cond.notify()
 
@@ -158,8 +181,31 @@ class Scheduler:
                 continue
             for key, generation in finished:
                 self._finish(key, generation)
+            self._stream_text()
         self._fail(list(self._active) + list(self._queue) + self._inbox,
                    ServerBusyError("the generator is shutting down"))
+
+    def _stream_text(self) -> None:
+        """Each streaming request's new text since the last step (continuous batches: static ones have no rows
+        decoding between steps, their text goes in one piece when the row finishes)."""
+        if self.continuous:
+            for row in self.batch.rows:
+                self._stream_piece(row.key, row.tokens)
+
+    def _stream_piece(self, key: tuple[_Ticket, int, int], tokens, *, last: bool = False) -> None:
+        ticket, index, part = key
+        if ticket.on_text is None or ticket.delivered or (index, part) != (0, 0):
+            return
+        text = self.engine.tokenizer.decode(list(tokens), skip_special_tokens=True)
+        # a token may end inside a multi-byte character, or re-decode earlier text: wait for more tokens
+        if len(text) == len(ticket.streamed) or not text.startswith(ticket.streamed) or \
+                (text.endswith("\ufffd") and not last):
+            return
+        piece, ticket.streamed = text[len(ticket.streamed):], text
+        try:
+            ticket.on_text(piece)
+        except Exception:  # the stream is gone (client left): the final answer will find out too
+            log.exception("streaming generator text failed")
 
     def _has_work(self) -> bool:
         """Rows to step, or rows waiting with a free slot to go to (thread only)."""
@@ -232,6 +278,7 @@ class Scheduler:
         ticket, row, part = key
         if ticket.delivered:                      # failed while this row decoded on
             return
+        self._stream_piece(key, generation.token_ids, last=True)     # the rest of a streamed text
         ticket.generations[row, part] = generation
         if len(ticket.generations) < ticket.expected:
             return

@@ -52,7 +52,7 @@ def test_composing_models_protect_themselves_against_overload(path):
         assert config.dynamic_batching.default_queue_policy.max_queue_size > 0
 
 
-@pytest.mark.parametrize("ensemble", [protocol.ENSEMBLE, protocol.ROUTE_ENSEMBLE])
+@pytest.mark.parametrize("ensemble", [protocol.ENSEMBLE, protocol.STREAM_ENSEMBLE, protocol.ROUTE_ENSEMBLE])
 def test_ensemble_steps_wire_existing_tensors(ensemble):
     config = parse(TEMPLATE_DIR / ensemble / "config.pbtxt")
     available = {t.name for t in config.input}
@@ -82,7 +82,7 @@ def _ancestors(steps) -> dict[str, set[str]]:
     return ancestors
 
 
-@pytest.mark.parametrize("ensemble", [protocol.ENSEMBLE, protocol.ROUTE_ENSEMBLE])
+@pytest.mark.parametrize("ensemble", [protocol.ENSEMBLE, protocol.STREAM_ENSEMBLE, protocol.ROUTE_ENSEMBLE])
 def test_steps_that_check_client_input_never_run_beside_another_step(ensemble):
     """Triton 2.51 can free an ensemble request while a parallel step still uses it when a step fails beside
     another in flight (upstream core feede8e). Steps that read the client's tensors can refuse them, so each
@@ -199,3 +199,15 @@ def test_a_repository_is_reused_only_when_built_from_this_template(tmp_path, mon
     assert repository.template_fingerprint() == before
     (edited / protocol.GENERATOR / "1" / "model.py").write_text("# edited\n")
     assert repository.template_fingerprint() != before
+
+
+def test_vlm_stream_is_vlm_with_the_decoupled_engine_as_its_last_step():
+    vlm, stream = (parse(TEMPLATE_DIR / name / "config.pbtxt") for name in (protocol.ENSEMBLE, protocol.STREAM_ENSEMBLE))
+    assert [s.model_name for s in stream.ensemble_scheduling.step] == \
+        [s.model_name for s in vlm.ensemble_scheduling.step][:-1] + [protocol.GENERATOR_ENGINE]
+    for ours, theirs in zip(stream.ensemble_scheduling.step[:-1], vlm.ensemble_scheduling.step[:-1]):
+        assert ours == theirs                                  # the same checks, in the same order
+    last, engine_last = stream.ensemble_scheduling.step[-1], vlm.ensemble_scheduling.step[-1]
+    assert dict(last.input_map) == {**dict(engine_last.input_map), "stream": "stream"}
+    assert dict(last.output_map) == dict(engine_last.output_map)
+    assert parse(TEMPLATE_DIR / protocol.GENERATOR_ENGINE / "config.pbtxt").model_transaction_policy.decoupled

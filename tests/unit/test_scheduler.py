@@ -11,6 +11,7 @@ import torch
 
 from minivlm.config import NOTEBOOK_TASK_DEFAULTS
 from minivlm.errors import InputError, ServerBusyError
+from minivlm.prompts import clean_answer
 from minivlm.serving.continuous import Scheduler
 from minivlm.serving.generator_engine import GenerationRequest, GeneratorEngine
 from minivlm.serving.options import RequestOptions
@@ -264,3 +265,28 @@ def test_decoder_precisions_need_the_continuous_fast_decoder(engine):
         Scheduler(engine, continuous=False, precision="int8")
     with pytest.raises(ValueError, match="precision must be one of"):
         Scheduler(engine, precision="fp8")
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_streamed_pieces_join_to_the_first_parts_raw_text_before_the_answer(engine, images, continuous):
+    scheduler = Scheduler(engine, max_live_rows=4, continuous=continuous).start()
+    events, done = [], threading.Event()
+    try:
+        for name, rows in (("caption", [ask(images[0], "caption", max_new_tokens=14, **GREEDY)]),
+                           ("compound", [compound(images[3])])):
+            events.clear()
+            done.clear()
+            scheduler.submit(rows, lambda outcome: (events.append(outcome), done.set()),
+                             on_text=lambda piece: events.append(piece))
+            assert done.wait(60)
+            answer = events[-1]
+            assert answer == engine.run(rows), name                       # streaming changes no answer
+            pieces = events[:-1]
+            assert all(isinstance(p, str) and p for p in pieces)
+            assert clean_answer("".join(pieces)) == answer[0].parts[0].text, name
+            assert len(pieces) > 1 if continuous else len(pieces) == 1     # piece by piece / in one piece
+        with pytest.raises(InputError, match="one row per request"):
+            scheduler.submit([ask(images[0], "caption"), ask(images[1], "caption")], lambda outcome: None,
+                             on_text=lambda piece: None)
+    finally:
+        scheduler.close()

@@ -1,4 +1,5 @@
-"""SmolLM decoding with continuous batching (decoupled): `execute` queues, the scheduler thread answers."""
+"""SmolLM decoding with continuous batching (decoupled): `execute` queues, the scheduler thread answers
+(streaming requests also get their text piece by piece)."""
 from functools import partial
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from minivlm.artifacts import load_generator_artifacts
-from minivlm.serving.continuous import BATCHING_MODES, Scheduler
+from minivlm.serving.continuous import Scheduler
 from minivlm.serving.generator_engine import GeneratorEngine, requests_from_rows, response_values
 from minivlm.serving.options import task_defaults_from_parameters
 from minivlm.serving.triton_glue import exception_response, model_parameters, output_rows, read_rows
@@ -24,22 +25,16 @@ class TritonPythonModel:
         engine = GeneratorEngine(language_model.to(device), tokenizer, task_defaults_from_parameters(parameters),
                                  min_router_confidence=float(parameters.get("min_router_confidence", "0")),
                                  compound_min_score=float(parameters.get("compound_min_score", "0.5")))
-        batching = parameters.get("batching", "continuous")
-        if batching not in BATCHING_MODES:
-            raise ValueError(f"parameter batching must be one of {BATCHING_MODES}, got {batching!r}")
-        self.scheduler = Scheduler(engine, max_live_rows=int(parameters.get("max_live_rows", "16")),
-                                   max_waiting_requests=int(parameters.get("max_waiting_requests", "64")),
-                                   continuous=batching != "static",
-                                   overlap_prefill=batching == "continuous",
-                                   precision=parameters.get("decoder_precision", "fp32")).start()
+        self.scheduler = Scheduler.from_parameters(engine, parameters).start()
         self.scheduler.warm_up()
 
     def execute(self, requests):
         for request in requests:         # every request gets exactly one (final) response, later or now
             sender = request.get_response_sender()
             try:
-                rows = requests_from_rows({t: read_rows(pb_utils, request, t) for t in P.GENERATOR_INPUTS})
-                self.scheduler.submit(rows, partial(self._send, sender))
+                inputs = {t: read_rows(pb_utils, request, t) for t in P.GENERATOR_INPUTS}
+                stream = partial(self._send_text, sender) if any(inputs[P.STREAM] or []) else None
+                self.scheduler.submit(requests_from_rows(inputs), partial(self._send, sender), on_text=stream)
             except Exception as error:   # bad input, a full queue: this request alone
                 sender.send(exception_response(pb_utils, P.GENERATOR, error), flags=FINAL)
         return None
@@ -53,6 +48,11 @@ class TritonPythonModel:
         columns = [response_values(row) for row in outcome]
         sender.send(pb_utils.InferenceResponse([output_rows(pb_utils, t, [c[t] for c in columns])
                                                 for t in P.GENERATOR_OUTPUTS]), flags=FINAL)
+
+    @staticmethod
+    def _send_text(sender, piece):
+        """From the scheduler thread, streaming (vlm_stream): the next piece of the answer's text alone."""
+        sender.send(pb_utils.InferenceResponse([output_rows(pb_utils, P.TEXT, [piece.encode()])]))
 
     def finalize(self):
         self.scheduler.close()
