@@ -28,6 +28,8 @@ def add_client_subcommands(subparsers: Any) -> None:
     ask.add_argument("--top-p", type=float, metavar="F", help="nucleus sampling probability mass")
     ask.add_argument("--seed", type=int, metavar="N", help="sampling seed, for repeatable answers")
     ask.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+    ask.add_argument("--stream", action="store_true",
+                     help="print the text as it is decoded (gRPC, the vlm_stream ensemble), then the answer")
     ask.add_argument("image", help="image file: JPEG, PNG or WebP")
     ask.add_argument("query", help="question or instruction, e.g. 'what is on the table?' or '[OD]'")
     ask.set_defaults(func=run_ask)
@@ -70,9 +72,17 @@ def _report_errors(run: Callable[[], None]) -> int:
 
 def run_ask(args: argparse.Namespace) -> int:
     def run() -> None:
+        options = dict(task=args.task, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                       top_p=args.top_p, seed=args.seed)
         with _connect(args) as client:
-            answer = client.ask(args.image, args.query, task=args.task, max_new_tokens=args.max_new_tokens,
-                                temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+            if not args.stream:
+                answer = client.ask(args.image, args.query, **options)
+            else:
+                for chunk in client.ask_stream(args.image, args.query, **options):
+                    if chunk.answer is None and not args.json:
+                        print(chunk.text, end="", flush=True)
+                    answer = chunk.answer
+                print("" if args.json else "\n", end="")
         print(json.dumps(answer.to_dict()) if args.json else format_answer(answer))
     return _report_errors(run)
 

@@ -44,3 +44,22 @@ def test_streaming_needs_grpc(server):
     with VLMClient(server.http_url, protocol="http") as client:
         with pytest.raises(VLMError, match="grpc"):
             next(client.ask_stream(make_image(73), "[CAPTION]"))
+
+
+def test_cli_ask_stream_prints_the_text_then_the_answer(server, grpc_client, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    image_path = tmp_path / "image.png"
+    image_path.write_bytes(make_image(74))
+    command = [sys.executable, "-m", "minivlm.cli", "ask", "-u", server.grpc_url, str(image_path), "[CAPTION]",
+               "--stream", "--max-new-tokens", "6", "--temperature", "0"]
+    unary = grpc_client.ask(make_image(74), "[CAPTION]", max_new_tokens=6, temperature=0.0)
+    shown = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    streamed, answer = shown.stdout.split("\n", 1)
+    assert clean_answer(streamed) == unary.text and answer.startswith("task     caption (by tag")
+    as_json = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=120)
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == unary.to_dict()
