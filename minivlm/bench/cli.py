@@ -78,8 +78,9 @@ def add_bench_command(subparsers) -> None:
                         help="generator modes to serve, one server each, BATCHING[:PRECISION]: continuous "
                              "(default), continuous_inline (prompts prefilled on the decoding thread), static (the "
                              "batches that run until their longest request ends); PRECISION fp32 (default), bf16 or "
-                             "int8 (the decoder's weights; accuracy: benchmarks/decode_step.py, vlm demo-eval), e.g. "
-                             "continuous,continuous_inline,continuous:int8")
+                             "int8 (the decoder's weights; accuracy: benchmarks/decode_step.py, vlm demo-eval); "
+                             "+stream: clients stream (vlm_stream) and time to first token is measured; e.g. "
+                             "continuous,continuous_inline,continuous:int8,continuous+stream")
     parser.add_argument("--decode-batches", type=_ints, default=(1, 8), metavar="B,B,...",
                         help="batch sizes for the in-process decode-step measurement (default 1,8)")
     parser.add_argument("--threads", type=int, default=1,

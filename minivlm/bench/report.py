@@ -29,6 +29,8 @@ class SystemResult:
     fraction_of_best_bound: float | None = None
     speedup_vs_notebook: float | None = None
     speedup_vs_generate: float | None = None
+    ttft_p50_s: float | None = None           # time to first token (first streamed text), streamed systems only
+    ttft_p95_s: float | None = None
 
 
 @dataclass
@@ -70,13 +72,14 @@ def _number(value: float | None, width: int, digits: int) -> str:
 def format_table(report: BenchReport) -> str:
     labels = [s.label + (" *" if s.extrapolated else "") for s in report.systems]
     w = max([34, *(len(label) + 2 for label in labels)])
-    head = (f"{'system':<{w}}{'req/s':>8}{'tok/s':>8}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}"
+    head = (f"{'system':<{w}}{'req/s':>8}{'tok/s':>8}{'p50 s':>8}{'p95 s':>8}{'p99 s':>8}{'ttft s':>8}"
             f"{'vs nb':>9}{'vs gen':>8}{'of bound':>10}{'cpu s/req':>10}{'cores':>7}")
     lines = [head, "-" * len(head)]
     for s, label in zip(report.systems, labels):
         m = s.summary
         lines.append(f"{label:<{w}}{m.requests_per_s:>8.3f}{m.tokens_per_s:>8.1f}{m.latency_p50_s:>8.2f}"
-                     f"{m.latency_p95_s:>8.2f}{m.latency_p99_s:>8.2f}{_ratio(s.speedup_vs_notebook):>9}"
+                     f"{m.latency_p95_s:>8.2f}{m.latency_p99_s:>8.2f}{_number(s.ttft_p50_s, 8, 2)}"
+                     f"{_ratio(s.speedup_vs_notebook):>9}"
                      f"{_ratio(s.speedup_vs_generate):>8}{_ratio(s.fraction_of_bound, '%'):>10}"
                      f"{_number(s.cpu_s_per_request, 10, 2)}{_number(s.cores_used, 7, 2)}")
     for s in report.systems:

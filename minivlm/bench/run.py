@@ -14,7 +14,7 @@ from ..model import MiniVLM
 from . import inprocess, roofline, served
 from .machine import MachineReport, best_of, measure_machine
 from .report import GENERATE, NOTEBOOK, BenchReport, SystemResult, compare
-from .stats import summarize
+from .stats import percentiles, summarize
 from .workload import DEFAULT_MIX, WorkItem, build_workload, task_cycle, whole_cycles
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,8 @@ def _served(repository: Path, report: BenchReport, options: BenchOptions) -> Non
             for concurrency in options.concurrency:
                 count = whole_cycles(max(options.requests, concurrency), options.task_mix)
                 items = build_workload(count, options.task_mix, seed=options.seed)
-                level = served.run_level(server, items, concurrency, progress=options.progress)
+                level = served.run_level(server, items, concurrency, progress=options.progress,
+                                         stream=served.parse_mode(mode).stream)
                 result = _served_result(level, items, mode)
                 report.systems.append(result)
                 report.server_profile[result.label.removeprefix("(c) served ")] = {
@@ -179,7 +180,9 @@ def _served(repository: Path, report: BenchReport, options: BenchOptions) -> Non
 
 
 def _served_name(mode: str, concurrency: int) -> str:
-    return f"served_c{concurrency}" if mode == "continuous" else f"served_{mode.replace(':', '_')}_c{concurrency}"
+    if mode == "continuous":
+        return f"served_c{concurrency}"
+    return f"served_{mode.replace(':', '_').replace('+', '_')}_c{concurrency}"
 
 
 def _served_result(level: served.LoadLevel, items: list[WorkItem], mode: str = "continuous") -> SystemResult:
@@ -188,10 +191,13 @@ def _served_result(level: served.LoadLevel, items: list[WorkItem], mode: str = "
     early = sum(t.tokens < limits[t.index] for t in level.timings)
     c = level.concurrency
     cpu = sum(m.cpu_s or 0.0 for m in level.models.values())
-    batching, precision = served.parse_mode(mode)
-    variant = [f"{batching} batching"] * (batching != "continuous") + [f"{precision} decoder"] * (precision != "fp32")
+    batching, precision, stream = served.parse_mode(mode)
+    variant = [f"{batching} batching"] * (batching != "continuous") + [f"{precision} decoder"] * (precision != "fp32") \
+        + ["streamed"] * stream
+    ttft = [t.ttft_s for t in level.timings if t.ttft_s is not None]
+    ttft_p50, ttft_p95 = percentiles(ttft, (50, 95)) if ttft else (None, None)
     label = f"(c) served {', '.join(variant) or 'ensemble'}, c={c}"
     name = _served_name(mode, c)
     return SystemResult(name, label, c, len(items), summary,
                         early_stops=early, bound_batch=min(c, 16), cpu_s_per_request=cpu / len(items),
-                        cores_used=cpu / level.wall_s)
+                        cores_used=cpu / level.wall_s, ttft_p50_s=ttft_p50, ttft_p95_s=ttft_p95)

@@ -16,12 +16,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 from tqdm import tqdm
 
 from vlm_client import VLMClient
-from vlm_client.protocol import ENSEMBLE
+from vlm_client.protocol import ENSEMBLE, STREAM_ENSEMBLE
 
 from ..repository import DECODER_PRECISIONS, BuildOptions, build_repository, set_model_parameter, template_fingerprint
 from ..serving.continuous import BATCHING_MODES   # generator_engine's `batching` parameter
@@ -31,7 +31,7 @@ from .workload import WorkItem
 
 log = logging.getLogger(__name__)
 
-RECIPE = "full_size_vlm(seed={seed}) + suppress_eos + MiniLM router v2"   # bump when the recipe changes
+RECIPE = "full_size_vlm(seed={seed}) + suppress_eos + confine_to_tokenizer + MiniLM router v2"   # bump when the recipe changes
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class ServedTiming:
     tokens: int               # completion_tokens reported by the server
     finish_reason: str
     latency_s: float
+    ttft_s: float | None = None    # streamed: request sent -> first piece of text
 
 
 @dataclass(frozen=True)
@@ -62,15 +63,17 @@ def _root(cache_dir: Path, seed: int) -> Path:
 
 
 def prepare_notebook(cache_dir: Path, *, seed: int = 0) -> Path:
-    """The full-size random model in the notebook's checkpoint format (EOS suppressed), built once."""
+    """The full-size random model in the notebook's checkpoint format (EOS suppressed, ids confined to the
+    tokenizer's), built once."""
     from ..factory import full_size_vlm, write_notebook_folder
-    from .workload import suppress_eos
+    from .workload import confine_to_tokenizer, suppress_eos
 
     folder = _root(cache_dir, seed) / "notebook"
 
     def build() -> None:
         vlm = full_size_vlm(seed=seed)
         suppress_eos(vlm.language_model, vlm.eos_token_id)
+        confine_to_tokenizer(vlm.language_model, len(vlm.tokenizer))
         write_notebook_folder(vlm, folder, with_router=False)
 
     _cached(folder, build)
@@ -115,23 +118,33 @@ def set_model_threads(repository: Path, threads: int) -> None:
         set_model_parameter(repository, model, key, str(threads))
 
 
-def parse_mode(mode: str) -> tuple[str, str]:
-    """A served mode, BATCHING[:PRECISION] ("continuous", "static", "continuous:int8") -> (batching, precision).
-    Batching: continuous (the default; `continuous_inline` prefills on the scheduler thread) or the static
-    batches it replaced; precision: the decoder's weight format (only the continuous fast decoder has them)."""
-    batching, _, precision = mode.partition(":")
+class ServedMode(NamedTuple):
+    batching: str
+    precision: str
+    stream: bool
+
+
+def parse_mode(mode: str) -> ServedMode:
+    """A served mode, BATCHING[:PRECISION][+stream] ("continuous", "static", "continuous:int8",
+    "continuous+stream"). Batching: continuous (the default; `continuous_inline` prefills on the scheduler
+    thread) or the static batches it replaced; precision: the decoder's weight format (only the continuous fast
+    decoder has them); +stream: clients call `vlm_stream` and time their first piece of text."""
+    base, plus, suffix = mode.partition("+")
+    if plus and suffix != "stream":
+        raise ValueError(f"a served mode ends in +stream or nothing, got {mode!r}")
+    batching, _, precision = base.partition(":")
     precision = precision or "fp32"
     if batching not in BATCHING_MODES or precision not in DECODER_PRECISIONS:
         raise ValueError(f"a served mode is BATCHING[:PRECISION] with batching in {BATCHING_MODES} and precision "
                          f"in {DECODER_PRECISIONS}, got {mode!r}")
     if batching == "static" and precision != "fp32":
         raise ValueError(f"{mode!r}: decoder precisions need continuous batching")
-    return batching, precision
+    return ServedMode(batching, precision, bool(plus))
 
 
 def set_mode(repository: Path, mode: str) -> None:
     """Write a served mode (`parse_mode`) into the cached repository's generator_engine."""
-    batching, precision = parse_mode(mode)
+    batching, precision, _ = parse_mode(mode)
     set_model_parameter(repository, "generator_engine", "batching", batching)
     set_model_parameter(repository, "generator_engine", "decoder_precision", precision)
 
@@ -146,22 +159,28 @@ def running_server(repository: Path, log_dir: Path, *, startup_timeout_s: float 
         yield server
 
 
-def _worker(url: str, work: queue.Queue, results: list, bar: tqdm, timeout_s: float) -> None:
+def _worker(url: str, work: queue.Queue, results: list, bar: tqdm, timeout_s: float, stream: bool) -> None:
     with VLMClient(url, timeout_s=timeout_s) as client:
         while True:
             try:
                 item: WorkItem = work.get_nowait()
             except queue.Empty:
                 return
-            start = time.perf_counter()
-            answer = client.ask(item.image, item.query, max_new_tokens=item.max_new_tokens, temperature=0.0)
+            start, first = time.perf_counter(), None
+            if stream:
+                for chunk in client.ask_stream(item.image, item.query, max_new_tokens=item.max_new_tokens,
+                                               temperature=0.0):
+                    first = first or time.perf_counter()
+                    answer = chunk.answer
+            else:
+                answer = client.ask(item.image, item.query, max_new_tokens=item.max_new_tokens, temperature=0.0)
             results.append(ServedTiming(item.index, item.task, answer.completion_tokens, answer.finish_reason,
-                                        time.perf_counter() - start))
+                                        time.perf_counter() - start, first and first - start))
             bar.update()
 
 
 def closed_loop(url: str, items: Sequence[WorkItem], concurrency: int, *, timeout_s: float = 1800.0,
-                progress: bool = True) -> tuple[list[ServedTiming], float]:
+                progress: bool = True, stream: bool = False) -> tuple[list[ServedTiming], float]:
     """-> (timings in completion order, wall seconds). A failed request raises: the numbers would lie."""
     work: queue.Queue = queue.Queue()
     for item in items:
@@ -171,7 +190,7 @@ def closed_loop(url: str, items: Sequence[WorkItem], concurrency: int, *, timeou
 
     def guarded() -> None:
         try:
-            _worker(url, work, results, bar, timeout_s)
+            _worker(url, work, results, bar, timeout_s, stream)
         except BaseException as error:   # re-raised in the caller's thread below
             errors.append(error)
 
@@ -193,22 +212,24 @@ def _snapshot(server: TritonServer) -> tuple[dict, dict]:
     return stats, server_stats.cpu_by_model(server.process.pid, server.options.model_repository)
 
 
-def _settled_snapshot(server: TritonServer, before: dict, requests: int, timeout_s: float = 5.0) -> tuple[dict, dict]:
+def _settled_snapshot(server: TritonServer, before: dict, requests: int, ensemble: str,
+                      timeout_s: float = 5.0) -> tuple[dict, dict]:
     """Triton counts a request shortly after its response is sent: wait until the ensemble counted them all."""
     deadline = time.monotonic() + timeout_s
     while True:
         stats, cpu = _snapshot(server)
-        done = server_stats.model_load(before.get(ENSEMBLE, {}), stats.get(ENSEMBLE, {})).requests
+        done = server_stats.model_load(before.get(ensemble, {}), stats.get(ensemble, {})).requests
         if done >= requests or time.monotonic() > deadline:
             return stats, cpu
         time.sleep(0.1)
 
 
 def run_level(server: TritonServer, items: Sequence[WorkItem], concurrency: int, *,
-              progress: bool = True) -> LoadLevel:
+              progress: bool = True, stream: bool = False) -> LoadLevel:
     stats_before, cpu_before = _snapshot(server)
-    timings, wall_s = closed_loop(server.grpc_url, items, concurrency, progress=progress)
-    stats_after, cpu_after = _settled_snapshot(server, stats_before, len(items))
+    timings, wall_s = closed_loop(server.grpc_url, items, concurrency, progress=progress, stream=stream)
+    stats_after, cpu_after = _settled_snapshot(server, stats_before, len(items),
+                                               STREAM_ENSEMBLE if stream else ENSEMBLE)
     return LoadLevel(concurrency, timings, wall_s,
                      server_stats.loads(stats_before, stats_after, cpu_before, cpu_after))
 

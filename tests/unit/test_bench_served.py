@@ -31,7 +31,10 @@ def test_set_mode_rewrites_the_engine_parameters_and_refuses_unknown_modes(tmp_p
         ("continuous", "int8")
     served.set_model_threads(tmp_path / "repo", 2)
     assert _parameter(tmp_path / "repo", "torch_threads") == "2"
-    for bad, why in (("dynamic", "batching in"), ("continuous:fp8", "precision in"), ("static:int8", "continuous")):
+    assert served.parse_mode("continuous:int8+stream") == ("continuous", "int8", True)
+    assert served.parse_mode("static") == ("static", "fp32", False)
+    for bad, why in (("dynamic", "batching in"), ("continuous:fp8", "precision in"), ("static:int8", "continuous"),
+                     ("continuous+fast", "stream")):
         with pytest.raises(ValueError, match=why):
             served.set_mode(tmp_path / "repo", bad)
 
@@ -58,4 +61,11 @@ def test_static_results_are_named_apart_from_continuous_ones():
     assert (static.name, static.label) == ("served_static_c8", "(c) served static batching, c=8")
     int8 = _served_result(level, items, "continuous:int8")
     assert (int8.name, int8.label) == ("served_continuous_int8_c8", "(c) served int8 decoder, c=8")
+    assert int8.ttft_p50_s is None                          # not streamed: no time to first token
+    streamed = served.LoadLevel(8, [served.ServedTiming(0, "vqa", 10, "length", 1.0, 0.25),
+                                    served.ServedTiming(1, "vqa", 10, "length", 1.0, 0.75)], 2.0, level.models)
+    result = _served_result(streamed, items + [type("Item", (), {"index": 1, "max_new_tokens": 10})()],
+                            "continuous+stream")
+    assert (result.name, result.label) == ("served_continuous_stream_c8", "(c) served streamed, c=8")
+    assert (result.ttft_p50_s, result.ttft_p95_s) == (0.5, 0.725)
 

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from minivlm.bench.inprocess import NotebookRun, RequestTiming, notebook_latencies, step_time_fit
-from minivlm.bench.workload import (TASK_TOKENS, build_workload, parse_mix, suppress_eos, task_cycle,
+from minivlm.bench.workload import (TASK_TOKENS, build_workload, confine_to_tokenizer, parse_mix, suppress_eos, task_cycle,
                                     whole_cycles)
 
 
@@ -41,6 +41,15 @@ def test_suppressed_eos_never_wins_greedy_decoding(tiny_vlm):
     logits = lm(inputs_embeds=torch.randn(8, 5, lm.config.hidden_size)).logits
     assert torch.all(logits[..., 0] == 0)
     assert torch.all(logits.argmax(-1) != 0)
+
+
+def test_greedy_decoding_confined_to_the_tokenizer_picks_ids_with_text(tiny_vlm):
+    import copy
+    lm = copy.deepcopy(tiny_vlm.language_model)
+    confine_to_tokenizer(lm, 40)
+    logits = lm(inputs_embeds=torch.randn(8, 5, lm.config.hidden_size)).logits
+    assert torch.all(logits[..., 40:] == 0)
+    assert torch.all(logits.argmax(-1) < 40)
 
 
 def test_step_fit_and_extrapolated_latencies():
