@@ -55,6 +55,11 @@ def _vlm(item: WorkItem, fixed: bool) -> dict:
     return _preprocess(item, fixed) | (_fixed(item) if fixed else {})
 
 
+def _vlm_stream(item: WorkItem, fixed: bool) -> dict:
+    """vlm_stream's inputs with stream on: perf_analyzer --streaming then sees each piece as a response."""
+    return _vlm(item, fixed) | {P.STREAM.name: [True]}
+
+
 def _query(item: WorkItem, fixed: bool) -> dict:
     return {P.QUERY.name: bytes_element(item.query.encode())}
 
@@ -73,8 +78,8 @@ def _generator(item: WorkItem, fixed: bool, embeds_shape: tuple[int, int]) -> di
     return element | (_fixed(item) if fixed else {})
 
 
-MODELS: dict[str, Callable] = {P.ENSEMBLE: _vlm, P.ROUTE_ENSEMBLE: _query, P.QUERY_PREPROCESS: _query,
-                               P.PREPROCESS: _preprocess, P.GENERATOR: _generator}
+MODELS: dict[str, Callable] = {P.ENSEMBLE: _vlm, P.STREAM_ENSEMBLE: _vlm_stream, P.ROUTE_ENSEMBLE: _query,
+                               P.QUERY_PREPROCESS: _query, P.PREPROCESS: _preprocess, P.GENERATOR: _generator}
 
 
 def perf_input_data(*, model: str = P.ENSEMBLE, count: int = 12, mix: dict[str, int] | None = None,
