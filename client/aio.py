@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ from . import protocol as proto
 from .errors import VLMError, translate_errors
 from .sdk import (Arrays, ImageInput, _as_arrays, _ClientBase, ask_arrays, chunked, infer_inputs,
                   max_batch_size, route_arrays)
-from .types import Answer, Route, parse_answer, parse_routes
+from .types import Answer, Route, StreamChunk, parse_answer, parse_routes
 
 
 class AsyncVLMClient(_ClientBase):
@@ -29,6 +29,26 @@ class AsyncVLMClient(_ClientBase):
         arrays = ask_arrays(image, query, task=task, max_new_tokens=max_new_tokens, temperature=temperature,
                             top_p=top_p, seed=seed)
         return parse_answer(await self._infer(self.model_name, arrays, proto.ENSEMBLE_OUTPUTS))
+
+    async def ask_stream(self, image: ImageInput, query: str, *, task: str | None = None,
+                         max_new_tokens: int | None = None, temperature: float | None = None,
+                         top_p: float | None = None, seed: int | None = None) -> AsyncIterator[StreamChunk]:
+        """`VLMClient.ask_stream` for asyncio: `async for chunk in client.ask_stream(...)`."""
+        arrays = self._stream_arrays(image, query, task=task, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, top_p=top_p, seed=seed)
+
+        async def request() -> AsyncIterator[dict]:
+            yield {"model_name": self.stream_model_name, "inputs": infer_inputs(self._tc, arrays),
+                   "enable_empty_final_response": True}
+
+        with self._errors():
+            responses = self._client().stream_infer(request(), stream_timeout=self.timeout_s)
+            async for result, error in responses:
+                chunk, final = self._stream_chunk(result, error)
+                if chunk is not None:
+                    yield chunk
+                if final:
+                    return
 
     async def route(self, query: str, *, task: str | None = None) -> Route:
         """The task `query` would be routed to, without generating anything."""

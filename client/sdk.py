@@ -174,6 +174,26 @@ class _ClientBase:
     def _errors(self):
         return translate_errors(self.url)
 
+    def _stream_arrays(self, image: ImageInput, query: str, **options: Any) -> Arrays:
+        if self.protocol != "grpc":
+            raise VLMError("streaming needs protocol='grpc' (Triton's HTTP endpoint has no streaming)")
+        return ask_arrays(image, query, **options) | {proto.STREAM: np.array([[True]])}
+
+    def _stream_chunk(self, result: Any, error: Any) -> tuple[StreamChunk | None, bool]:
+        """One response of a `vlm_stream` call -> (its chunk: a piece of text or the answer; whether it was the
+        last). Raises VLMError for an error response."""
+        if error is not None:
+            with self._errors():
+                raise error
+        response = result.get_response()
+        present = {output.name for output in response.outputs}
+        chunk = None
+        if present >= {t.name for t in proto.ENSEMBLE_OUTPUTS}:
+            chunk = StreamChunk(answer=parse_answer(_as_arrays(result, proto.ENSEMBLE_OUTPUTS)))
+        elif proto.TEXT.name in present:
+            chunk = StreamChunk(text=result.as_numpy(proto.TEXT.name).item().decode("utf-8"))
+        return chunk, response.parameters["triton_final_response"].bool_param
+
     def _outputs(self, tensors: Iterable[proto.Tensor]) -> list[Any]:
         return [self._tc.InferRequestedOutput(t.name) for t in tensors]
 
@@ -206,11 +226,8 @@ class VLMClient(_ClientBase):
         StreamChunk(text=piece) while decoding, then StreamChunk(answer=...) with what `ask` would return.
         The pieces are the first answer part's raw text; the final answer's `text` is cleaned (stripped, tag
         residue removed). One stream at a time per client: concurrent calls wait for each other."""
-        if self.protocol != "grpc":
-            raise VLMError("streaming needs protocol='grpc' (Triton's HTTP endpoint has no streaming)")
-        arrays = ask_arrays(image, query, task=task, max_new_tokens=max_new_tokens, temperature=temperature,
-                            top_p=top_p, seed=seed)
-        arrays[proto.STREAM] = np.array([[True]])
+        arrays = self._stream_arrays(image, query, task=task, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, top_p=top_p, seed=seed)
         events: queue.Queue = queue.Queue()
         with self._stream_lock:
             with self._errors():
@@ -226,22 +243,15 @@ class VLMClient(_ClientBase):
                 client.stop_stream()
 
     def _stream_events(self, events: queue.Queue) -> Iterator[StreamChunk]:
-        names = {t.name for t in proto.ENSEMBLE_OUTPUTS}
         while True:
             try:
                 result, error = events.get(timeout=self.timeout_s)
             except queue.Empty:
                 raise VLMError(f"no streamed response from {self.url} within {self.timeout_s:g} s") from None
-            if error is not None:
-                with self._errors():
-                    raise error
-            response = result.get_response()
-            present = {output.name for output in response.outputs}
-            if present >= names:
-                yield StreamChunk(answer=parse_answer(_as_arrays(result, proto.ENSEMBLE_OUTPUTS)))
-            elif proto.TEXT.name in present:
-                yield StreamChunk(text=result.as_numpy(proto.TEXT.name).item().decode("utf-8"))
-            if response.parameters["triton_final_response"].bool_param:
+            chunk, final = self._stream_chunk(result, error)
+            if chunk is not None:
+                yield chunk
+            if final:
                 return
 
     def route(self, query: str, *, task: str | None = None) -> Route:

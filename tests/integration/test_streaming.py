@@ -63,3 +63,19 @@ def test_cli_ask_stream_prints_the_text_then_the_answer(server, grpc_client, tmp
     as_json = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=120)
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout) == unary.to_dict()
+
+
+def test_the_asyncio_client_streams_the_same(server, grpc_client):
+    import asyncio
+
+    from vlm_client import AsyncVLMClient
+
+    async def stream():
+        async with AsyncVLMClient(server.grpc_url, timeout_s=120) as client:
+            return [chunk async for chunk in client.ask_stream(make_image(75), "[CAPTION]", temperature=0.0,
+                                                                max_new_tokens=8)]
+
+    *pieces, last = asyncio.run(stream())
+    unary = grpc_client.ask(make_image(75), "[CAPTION]", temperature=0.0, max_new_tokens=8)
+    assert last.answer.to_dict() == unary.to_dict()
+    assert pieces and clean_answer("".join(chunk.text for chunk in pieces)) == unary.text
