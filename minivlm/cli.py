@@ -1,12 +1,21 @@
-"""`vlm`: one entry point with subcommands (export, serve, ask, route, and the tools of each area)."""
+"""`vlm`: one entry point. The runtime's commands (export, router-export, vision-export, serve) are here, the
+client's (ask, route) in `vlm_client.cli`; other installed packages add theirs through the `vlm.commands` entry
+point group (the tools: demo, training, benchmarks), so the runtime never imports them.
+
+Every module that registers commands imports only argparse-level things; each command imports what it needs
+when it runs, so `vlm --help` and `vlm ask` start in a fraction of a second (torch alone takes seconds).
+"""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from vlm_client.cli import add_client_subcommands
+
+COMMANDS_GROUP = "vlm.commands"     # entry points: callables taking argparse subparsers
 
 
 def add_export_command(subparsers) -> None:
@@ -44,7 +53,7 @@ def add_export_command(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .repository import BuildOptions, build_repository
+    from minivlm.export.repository import BuildOptions, build_repository
 
     report = build_repository(BuildOptions(
         checkpoint_dir=args.checkpoint_dir, output=args.output, vision_model=args.vision_model,
@@ -75,7 +84,7 @@ def add_serve_command(subparsers) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .triton_server import ServerOptions, TritonServer
+    from minivlm.server.process import ServerOptions, TritonServer
 
     server = TritonServer(ServerOptions(
         model_repository=args.model_repository.resolve(), grpc_port=args.grpc_port, http_port=args.http_port,
@@ -85,16 +94,67 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-_AREA_COMMANDS = (("minivlm.quickstart", "add_demo_command"), ("minivlm.router.cli", "add_router_subcommands"),
-                  ("minivlm.demo.cli", "add_demo_subcommands"), ("minivlm.bench.cli", "add_bench_subcommands"))
+def add_router_export_command(subparsers) -> None:
+    parser = subparsers.add_parser("router-export", help="export a router to ONNX and check it against PyTorch")
+    parser.add_argument("router", type=Path, help="a MiniLM router folder or the notebook's task_classifier.pt")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+    parser.add_argument("--tokenizer", type=Path, help="LSTM only: LM tokenizer folder (default: sibling tokenizer/)")
+    parser.add_argument("--temperature", type=float, help="override the saved temperature")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(func=run_router_export)
 
 
-def _area_subcommands(subparsers) -> None:
-    """Areas whose tools live in their own modules register their own subcommands."""
-    import importlib
+def run_router_export(args: argparse.Namespace) -> int:
+    from minivlm.export.router import export_router
+    from minivlm.routing.loading import load_router
 
-    for module, function in _AREA_COMMANDS:
-        getattr(importlib.import_module(module), function)(subparsers)
+    report = export_router(load_router(args.router, tokenizer_dir=args.tokenizer, temperature=args.temperature),
+                           args.output)
+    scores = "" if report.has_scores_head else "; no scores head: task_scores = task_probs"
+    return _print_export(args, report, f"wrote {report.path} and {report.tokenizer_dir}{scores}")
+
+
+def add_vision_export_command(subparsers) -> None:
+    parser = subparsers.add_parser("vision-export", help="export a checkpoint's ViT + projector to ONNX and check it",
+                                   description="The vision_encoder graph alone (vlm export writes it too).")
+    parser.add_argument("checkpoint_dir", type=Path, metavar="CHECKPOINT_DIR", help="the notebook's folder")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+    parser.add_argument("--vision-model", metavar="NAME_OR_DIR", help="vision base model (default: the config's)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(func=run_vision_export)
+
+
+def run_vision_export(args: argparse.Namespace) -> int:
+    from minivlm.export.vision_encoder import export_vision_encoder
+    from minivlm.model.checkpoint import load_vlm
+
+    vlm = load_vlm(args.checkpoint_dir, vision_model=args.vision_model)
+    report = export_vision_encoder(vlm.vision, args.output)
+    return _print_export(args, report, f"wrote {report.path} in {report.export_s:.1f} s")
+
+
+def _print_export(args: argparse.Namespace, report, headline: str) -> int:
+    import dataclasses
+    import json
+
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=2, default=str))
+        return 0
+    print(headline)
+    for output, diffs in report.output_diffs.items():
+        print(f"  {output}: max |ONNX - PyTorch| " + ", ".join(f"batch {b}: {d:.2e}" for b, d in diffs.items()))
+    return 0
+
+
+def add_plugin_subcommands(subparsers) -> None:
+    """Commands of other installed packages (`vlm.commands` entry points); a package declared but absent (the
+    GPU image leaves the tools out) adds none."""
+    for entry_point in entry_points(group=COMMANDS_GROUP):
+        try:
+            add = entry_point.load()
+        except ModuleNotFoundError:
+            continue
+        add(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,9 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_export_command(subparsers)
+    add_router_export_command(subparsers)
+    add_vision_export_command(subparsers)
     add_serve_command(subparsers)
     add_client_subcommands(subparsers)
-    _area_subcommands(subparsers)
+    add_plugin_subcommands(subparsers)
     return parser
 
 

@@ -9,5 +9,5 @@ bash scripts/install_system_deps.sh
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch==2.13.0 is the CPU build pip finds on this machine's disk; any other version downloads GBs.
 .venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -e ".[model,dev]"
+.venv/bin/python -m pip install --quiet -e ".[model,tools,dev]"
 echo "setup done: activate with '. .venv/bin/activate'"

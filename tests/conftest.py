@@ -8,7 +8,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"          # before transformers is imported: t
 import pytest
 import torch
 
-from minivlm.factory import tiny_vlm as build_tiny_vlm, write_notebook_folder
+from minivlm.model.factory import tiny_vlm as build_tiny_vlm
+from minivlm.model.factory import write_notebook_folder
 
 torch.set_num_threads(2)                    # the machine has 2 cores, shared
 

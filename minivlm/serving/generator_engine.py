@@ -14,16 +14,16 @@ import numpy as np
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
+from minivlm.decoding.batch import Job
+from minivlm.decoding.generate import decode
+from minivlm.decoding.sampling import Generation, SamplingParams
+from minivlm.errors import InputError
+from minivlm.processing.detection import DetectionResult, parse_detection
+from minivlm.processing.prompts import build_prompt, clean_answer, question_clause
+from minivlm.serving.config import GeneratorEngineConfig
+from minivlm.serving.options import RequestOptions, sampling_params
 from vlm_client import protocol as P
 from vlm_client.protocol import NO_TASK, ROUTED_BY_ROUTER, ROUTED_BY_ROUTER_UNCERTAIN, TASKS
-
-from ..config import TaskDefaults
-from ..detection import DetectionResult, parse_detection
-from ..errors import InputError
-from ..continuous import Job
-from ..generation import Generation, SamplingParams, decode
-from ..prompts import build_prompt, clean_answer, question_clause
-from .options import RequestOptions, sampling_params
 
 
 @dataclass(frozen=True)
@@ -82,13 +82,13 @@ class _Plan:
 
 class GeneratorEngine:
     def __init__(self, language_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
-                 task_defaults: dict[str, TaskDefaults], *, min_router_confidence: float = 0.0,
-                 compound_min_score: float = 0.5):
-        self.min_router_confidence = min_router_confidence
-        self.compound_min_score = compound_min_score
+                 config: GeneratorEngineConfig = GeneratorEngineConfig()):
+        self.config = config
+        self.min_router_confidence = config.min_router_confidence
+        self.compound_min_score = config.compound_min_score
         self.language_model = language_model.eval()
         self.tokenizer = tokenizer
-        self.task_defaults = task_defaults
+        self.task_defaults = config.task_defaults()
         self.max_positions = int(language_model.config.max_position_embeddings)
 
     def plan(self, request: GenerationRequest) -> _Plan:
@@ -155,10 +155,6 @@ class GeneratorEngine:
         return [p if isinstance(p, InputError) else
                 self.result(r, p, [generations[(i, k)] for k in range(len(p.parts))])
                 for i, (r, p) in enumerate(zip(requests, plans))]
-
-    def warm_up(self) -> None:
-        """Decode once at load, so the first real request does not pay for lazy initialization."""
-        self.run([warm_up_request(self.language_model.config.hidden_size)])
 
     def _part_result(self, part: _Part, generation: Generation, request: GenerationRequest) -> PartResult:
         text = clean_answer(self.tokenizer.decode(list(generation.token_ids), skip_special_tokens=True))

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from ..config import NOTEBOOK_TASK_DEFAULTS, TaskDefaults
-from ..errors import InputError
-from ..generation import SamplingParams
-
-MAX_NEW_TOKENS_LIMIT = 512
-MAX_TEMPERATURE = 2.0
+from minivlm.decoding.sampling import SamplingParams
+from minivlm.errors import InputError
+from minivlm.serving.config import MAX_NEW_TOKENS_LIMIT, MAX_TEMPERATURE, TaskDefaults
 
 
 @dataclass(frozen=True)
@@ -31,19 +28,6 @@ class RequestOptions:
         if self.seed is not None and self.seed < 0:
             raise InputError(f"seed must be >= 0, got {self.seed}")
         return self
-
-
-def task_defaults_from_parameters(parameters: dict[str, str]) -> dict[str, TaskDefaults]:
-    """Read `<task>_max_new_tokens` / `<task>_temperature` / `<task>_top_p` overrides from config.pbtxt."""
-    defaults = dict(NOTEBOOK_TASK_DEFAULTS)
-    for task, value in defaults.items():
-        changes = {}
-        for field, cast in (("max_new_tokens", int), ("temperature", float), ("top_p", float)):
-            raw = parameters.get(f"{task}_{field}")
-            if raw not in (None, ""):
-                changes[field] = cast(raw)
-        defaults[task] = replace(value, **changes)
-    return defaults
 
 
 def sampling_params(options: RequestOptions, defaults: TaskDefaults) -> SamplingParams:

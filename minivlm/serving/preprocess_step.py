@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from minivlm.errors import InputError
+from minivlm.processing.images import ImageLimits, preprocess_image_bytes
+from minivlm.serving.query_step import QueryBatch, QueryStep
 from vlm_client.protocol import IMAGE_PREPROCESS, QUERY_PREPROCESS
-
-from ..errors import InputError
-from ..images import ImageLimits, preprocess_image_bytes
-from .query_step import QueryBatch, QueryStep
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from minivlm.errors import InputError
+from minivlm.processing.prompts import decode_query, parse_query, parse_task_name
+from minivlm.routing.tokenization import QueryTokenizer
 from vlm_client.protocol import NO_TASK, ROUTED_BY_OVERRIDE, ROUTED_BY_TAG, TASKS
-
-from ..errors import InputError
-from ..prompts import decode_query, parse_query, parse_task_name
-from ..router.tokenization import QueryTokenizer
 
 TOKENIZER_DIR = "router_tokenizer"
 MAX_QUERY_BYTES = 4096     # checked before decoding: gRPC would carry up to 2 GiB

@@ -5,16 +5,14 @@ passed in rather than imported: this package stays importable (and testable) any
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Callable
 
 import numpy as np
 
+from minivlm.errors import InputError, ServerBusyError
 from vlm_client import protocol as P
 from vlm_client.protocol import Tensor
-
-from ..errors import InputError, ServerBusyError
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +76,6 @@ def output_rows(pb_utils, tensor: Tensor, values: list) -> object:
     """Stack one value per row into the output tensor (batch axis first)."""
     array = np.stack([np.asarray(v, dtype=_NUMPY_DTYPES[tensor.dtype]) for v in values])
     return pb_utils.Tensor(tensor.name, array.reshape((len(values),) + (array.shape[1:] or (1,))))
-
-
-def model_parameters(args: dict) -> dict[str, str]:
-    config = json.loads(args["model_config"])
-    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
 
 
 def query_outputs(pb_utils, query) -> list:

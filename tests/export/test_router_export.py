@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from minivlm.errors import ExportParityError
-from minivlm.router.export import (PARITY_TOLERANCE, CalibratedRouter, check_graph_spec, export_router,
-                                   validate_parity)
-from minivlm.router.loading import load_router
-from minivlm.router.lstm import LSTMRouter, save_notebook_checkpoint
-from minivlm.router.minilm import (SCORES_HEAD_FILE, build_pretrained_router, pretrained_encoder_dir,
-                                   save_minilm_router)
-from minivlm.router.multilabel import is_compound
-from minivlm.router.onnx_runtime import OnnxRouter
+from minivlm.export.onnx_graph import check_graph, validate_onnx
+from minivlm.export.router import CalibratedRouter, export_router, router_inputs
+from minivlm.export.specs import ROUTER_SPEC
+from minivlm.routing.loading import load_router
+from minivlm.routing.lstm import LSTMRouter, save_notebook_checkpoint
+from minivlm.routing.minilm import SCORES_HEAD_FILE, build_pretrained_router, pretrained_encoder_dir, save_minilm_router
+from minivlm.routing.multilabel import is_compound
+from minivlm.routing.onnx_runtime import OnnxRouter
 from vlm_client.protocol import ATTENTION_MASK, INPUT_IDS, TASK_PROBS, TASK_SCORES
 
 # The long one is truncated to the tokenizer's maximum (64 for MiniLM): the longest sequence served.
@@ -67,7 +67,7 @@ def exported(request, lstm_export, minilm_export, minilm_old_export):
 
 
 def test_graph_declares_the_protocol_tensors(exported):
-    graph = onnx.load(str(exported[1].onnx_path)).graph
+    graph = onnx.load(str(exported[1].path)).graph
     dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]   # noqa: E731
     assert [i.name for i in graph.input] == [INPUT_IDS.name, ATTENTION_MASK.name]   # the LSTM keeps the mask
     assert {i.type.tensor_type.elem_type for i in graph.input} == {onnx.TensorProto.INT64}
@@ -82,35 +82,35 @@ def test_parity_at_batch_1_and_4_for_both_outputs(exported):
     report = exported[1]
     assert set(report.output_diffs) == {TASK_PROBS.name, TASK_SCORES.name}
     for diffs in report.output_diffs.values():
-        assert set(diffs) == {1, 4} and max(diffs.values()) <= PARITY_TOLERANCE
+        assert set(diffs) == {1, 4} and max(diffs.values()) <= ROUTER_SPEC.tolerance
     assert report.max_abs_diff == {b: max(d[b] for d in report.output_diffs.values()) for b in (1, 4)}
 
 
 def test_onnx_outputs_match_torch_on_fresh_queries(exported):
     source, report = exported
     torch_router = load_router(source, temperature=report.temperature)
-    onnx_router = OnnxRouter(report.onnx_path)        # tokenizer folder found beside the graph
+    onnx_router = OnnxRouter(report.path)        # tokenizer folder found beside the graph
     for batch in (1, 4):
         got, want = onnx_router.predict(QUERIES[:batch]), torch_router.predict(QUERIES[:batch])
-        np.testing.assert_allclose(got.probs, want.probs, atol=PARITY_TOLERANCE, rtol=0)
-        np.testing.assert_allclose(got.scores, want.scores, atol=PARITY_TOLERANCE, rtol=0)
+        np.testing.assert_allclose(got.probs, want.probs, atol=ROUTER_SPEC.tolerance, rtol=0)
+        np.testing.assert_allclose(got.scores, want.scores, atol=ROUTER_SPEC.tolerance, rtol=0)
 
 
 def test_minilm_scores_are_independent_sigmoids(minilm_export):
     source, report = minilm_export
     model = load_router(source).model
-    ids, mask = OnnxRouter(report.onnx_path).tokenizer(QUERIES)
+    ids, mask = OnnxRouter(report.path).tokenizer(QUERIES)
     with torch.no_grad():
         expected = torch.sigmoid(model.scores_head(model.features(torch.from_numpy(ids), torch.from_numpy(mask))))
-    scores = OnnxRouter(report.onnx_path).scores(QUERIES)
+    scores = OnnxRouter(report.path).scores(QUERIES)
     assert report.has_scores_head and not np.allclose(scores.sum(axis=1), 1.0, atol=1e-2)
-    np.testing.assert_allclose(scores, expected.numpy(), atol=PARITY_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(scores, expected.numpy(), atol=ROUTER_SPEC.tolerance, rtol=0)
 
 
 @pytest.mark.parametrize("which", ["lstm", "minilm_old"])
 def test_routers_without_a_scores_head_serve_probs_as_scores(which, lstm_export, minilm_old_export):
     report = {"lstm": lstm_export, "minilm_old": minilm_old_export}[which][1]
-    output = OnnxRouter(report.onnx_path).predict(QUERIES)
+    output = OnnxRouter(report.path).predict(QUERIES)
     assert not report.has_scores_head
     np.testing.assert_array_equal(output.scores, output.probs)
     assert not is_compound(output.scores).any()
@@ -119,23 +119,23 @@ def test_routers_without_a_scores_head_serve_probs_as_scores(which, lstm_export,
 def test_temperature_is_baked_in(lstm_export):
     source, report = lstm_export
     logits = load_router(source).logits(QUERIES)
-    probs = OnnxRouter(report.onnx_path).probs(QUERIES)
+    probs = OnnxRouter(report.path).probs(QUERIES)
     scaled = torch.softmax(torch.from_numpy(logits) / 1.5, dim=-1).numpy()
     assert report.temperature == 1.5
-    np.testing.assert_allclose(probs, scaled, atol=PARITY_TOLERANCE)
+    np.testing.assert_allclose(probs, scaled, atol=ROUTER_SPEC.tolerance)
 
 
 def test_tokenizer_folder_written_beside_the_graph(exported):
     report = exported[1]
-    assert report.tokenizer_dir == report.onnx_path.parent / "router_tokenizer"
+    assert report.tokenizer_dir == report.path.parent / "router_tokenizer"
     assert (report.tokenizer_dir / "tokenizer.json").is_file()
 
 
 def test_parity_error_names_the_graph_and_the_difference(lstm_export):
     source, report = lstm_export
     other = CalibratedRouter(LSTMRouter(30522, embed_dim=16, hidden_dim=16), 1.0).eval()   # different weights
-    with pytest.raises(ExportParityError, match=rf"router graph .*router.onnx: batch 1 max abs difference"):
-        validate_parity(other, OnnxRouter(report.onnx_path))
+    with pytest.raises(ExportParityError, match=r"router graph .*router.onnx: batch 1 max abs difference"):
+        validate_onnx(ROUTER_SPEC, other, report.path, router_inputs(OnnxRouter(report.path).tokenizer))
 
 
 def test_parity_error_on_task_scores_alone(minilm_export):
@@ -144,15 +144,16 @@ def test_parity_error_on_task_scores_alone(minilm_export):
     with torch.no_grad():
         router.model.scores_head.bias += 1.0          # task_probs unchanged, task_scores shifted
     with pytest.raises(ExportParityError, match=r"batch 1 max abs difference .* in task_scores"):
-        validate_parity(CalibratedRouter(router.model, router.temperature).eval(), OnnxRouter(report.onnx_path))
+        validate_onnx(ROUTER_SPEC, CalibratedRouter(router.model, router.temperature).eval(), report.path,
+                      router_inputs(router.tokenizer))
 
 
 def test_graph_spec_rejects_a_graph_without_task_scores(lstm_export, tmp_path):
-    model = onnx.load(str(lstm_export[1].onnx_path))
+    model = onnx.load(str(lstm_export[1].path))
     model.graph.output.pop()
     onnx.save(model, str(tmp_path / "probs_only.onnx"))
-    with pytest.raises(ExportParityError, match=r"expected .*task_scores"):
-        check_graph_spec(tmp_path / "probs_only.onnx")
+    with pytest.raises(ExportParityError, match=r"outputs are \('task_probs',\); the spec declares .*task_scores"):
+        check_graph(ROUTER_SPEC, onnx.load(str(tmp_path / "probs_only.onnx")))
     # OnnxRouter still runs a graph exported before task_scores existed: its scores are its probabilities.
     output = OnnxRouter(tmp_path / "probs_only.onnx", lstm_export[1].tokenizer_dir).predict(QUERIES)
     np.testing.assert_array_equal(output.scores, output.probs)

@@ -6,11 +6,13 @@ import copy
 import onnx
 import pytest
 import torch
-from vlm_client import protocol
 
 from minivlm.errors import ExportParityError
-from minivlm.onnx_export import (VISION_ENCODER_SPEC, export_vision_encoder, make_session, random_pixel_values,
-                                 validate_onnx)
+from minivlm.export.onnx_graph import validate_onnx
+from minivlm.export.specs import VISION_ENCODER_SPEC
+from minivlm.export.vision_encoder import export_vision_encoder, random_pixel_values, vision_encoder_inputs
+from minivlm.onnx_sessions import make_session
+from vlm_client import protocol
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def test_perturbed_weights_raise_parity_error_with_the_max_difference(exported, 
     with torch.no_grad():
         changed.projector.projection[3].bias += 0.01                # every output moves by exactly 0.01
     with pytest.raises(ExportParityError) as caught:
-        validate_onnx(VISION_ENCODER_SPEC, changed, exported.path, random_pixel_values)
+        validate_onnx(VISION_ENCODER_SPEC, changed, exported.path, vision_encoder_inputs)
     message = str(caught.value)
     assert "vision_encoder" in message and "batch 1" in message
-    assert "max abs 0.01" in message and "tolerance 0.0001" in message
+    assert "max abs difference 0.01 in image_embeds" in message and "tolerance 0.0001" in message

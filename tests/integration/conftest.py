@@ -7,17 +7,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minivlm.checkpoint import load_vlm
-from minivlm.repository import BuildOptions, build_repository
+from minivlm.export.repository import BuildOptions, build_repository
+from minivlm.model.checkpoint import load_vlm
+from tests.integration.server_fixture import running_server
 from vlm_client import VLMClient
-
-from .server_fixture import running_server
 
 
 @pytest.fixture(scope="session")
 def minilm_router_dir(tmp_path_factory):
     """The product's router: the pretrained MiniLM encoder with heads trained on data/routing (seconds)."""
-    from minivlm.router.train import train_minilm_router
+    from vlm_tools.router_training.train import train_minilm_router
 
     return train_minilm_router(tmp_path_factory.mktemp("router") / "minilm", progress=False).output_dir
 

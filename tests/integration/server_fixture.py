@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from minivlm.triton_server import ServerOptions, TritonServer, TritonServerError, free_ports
+from minivlm.server.discovery import TritonServerError, free_ports
+from minivlm.server.process import ServerOptions, TritonServer
 
 
 def _show_log(server: TritonServer, why: str) -> None:

@@ -12,10 +12,9 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from tests.integration.conftest import make_image
 from vlm_client import VLMError
 from vlm_client.protocol import ENSEMBLE, IMAGE, QUERY, TEXT
-
-from .conftest import make_image
 
 
 def png_with_header_size(width: int, height: int) -> bytes:

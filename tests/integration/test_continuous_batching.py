@@ -4,10 +4,9 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from minivlm.bench.server_stats import fetch_stats
+from tests.integration.conftest import make_image
 from vlm_client.protocol import GENERATOR_ENGINE
-
-from .conftest import make_image
+from vlm_tools.bench.server_stats import fetch_stats
 
 LONG_TOKENS = 440         # the tiny model's 512 positions hold 50 image positions, the prompt and these
 

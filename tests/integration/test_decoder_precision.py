@@ -6,16 +6,15 @@ import shutil
 
 import pytest
 
-from minivlm.decoder import fast_decoder
-from minivlm.generation import SamplingParams
-from minivlm.images import preprocess_image_bytes
-from minivlm.prompts import clean_answer
-from minivlm.repository import set_model_parameter
+from minivlm.decoding.llama_decoder import fast_decoder
+from minivlm.decoding.sampling import SamplingParams
+from minivlm.export.repository import set_model_parameter
+from minivlm.processing.images import preprocess_image_bytes
+from minivlm.processing.prompts import clean_answer
+from tests.integration.conftest import make_image
+from tests.integration.server_fixture import running_server
 from vlm_client import VLMClient
 from vlm_client.protocol import GENERATOR_ENGINE
-
-from .conftest import make_image
-from .server_fixture import running_server
 
 CASES = [("caption", "[CAPTION]", "", 12), ("od", "[OD]", "", 30), ("vqa", "[VQA] is the dog happy?", "is the dog happy?", 6)]
 

@@ -10,8 +10,9 @@ import subprocess
 
 import pytest
 
-from minivlm.bench.perf_inputs import write_perf_inputs
-from minivlm.triton_server import TritonNotInstalledError, perf_analyzer_command, perf_analyzer_env
+from minivlm.server.discovery import TritonNotInstalledError
+from minivlm.server.perf_analyzer import perf_analyzer_command, perf_analyzer_env
+from vlm_tools.bench.perf_inputs import write_perf_inputs
 
 REQUESTS = 8
 

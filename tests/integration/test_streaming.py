@@ -5,10 +5,9 @@ import time
 
 import pytest
 
-from minivlm.prompts import clean_answer
+from minivlm.processing.prompts import clean_answer
+from tests.integration.conftest import make_image
 from vlm_client import VLMClient, VLMError
-
-from .conftest import make_image
 
 
 def _stream(client, *args, **kwargs):

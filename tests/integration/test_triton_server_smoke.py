@@ -11,7 +11,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from .server_fixture import running_server
+from tests.integration.server_fixture import running_server
 
 CONFIG = """
 name: "double"
@@ -104,6 +104,6 @@ def test_stop_leaves_no_process_behind(tmp_path):
 
 
 def test_an_exported_repository_names_the_template_it_was_built_from(model_repository):
-    from minivlm.repository import built_from_this_template
+    from minivlm.export.repository import built_from_this_template
 
     assert built_from_this_template(model_repository)

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minivlm.images import preprocess_image_bytes
-from minivlm.prompts import clean_answer
+from minivlm.processing.images import preprocess_image_bytes
+from minivlm.processing.prompts import clean_answer
+from tests.integration.conftest import make_image
 from vlm_client import VLMError
 from vlm_client.protocol import TASKS
-
-from .conftest import make_image
 
 MAX_NEW_TOKENS = 12
 TAGGED = [("caption", "[CAPTION]", ""), ("od", "[OD]", ""), ("vqa", "[VQA] is the dog happy?", "is the dog happy?"),
@@ -147,8 +146,8 @@ def test_cli_reports_server_errors_with_the_step(server, tmp_path):
 
 
 def test_ask_fails_clearly_when_no_server_listens():
+    from minivlm.server.discovery import free_port
     from vlm_client import VLMClient
-    from minivlm.triton_server import free_port
 
     with VLMClient(f"127.0.0.1:{free_port()}", timeout_s=5) as client:
         with pytest.raises(VLMError) as error:

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minivlm.bench.perf_inputs import (bytes_element, decode_bytes_element, length_prefixed, perf_input_data,
-                                       write_perf_inputs)
+from vlm_tools.bench.perf_inputs import (
+    bytes_element,
+    decode_bytes_element,
+    length_prefixed,
+    perf_input_data,
+    write_perf_inputs,
+)
 
 
 def test_length_prefix_is_uint32_little_endian():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from minivlm.bench.report import from_json, format_table, to_json, write_plot
+from vlm_tools.bench.report import format_table, from_json, to_json, write_plot
 
 SAVED = Path(__file__).resolve().parents[2] / "benchmarks" / "vlm-bench" / "bench.json"
 

@@ -2,9 +2,19 @@
 import pytest
 from transformers import LlamaForCausalLM
 
-from minivlm.bench.roofline import (MachineRates, ModelCosts, RequestShape, decode_step_s, image_encode_s,
-                                    language_costs, model_costs, prefill_s, vit_flops, workload_bound)
-from minivlm.config import full_language_config, full_vision_config, tiny_language_config
+from minivlm.model.shapes import full_language_config, full_vision_config, tiny_language_config
+from vlm_tools.bench.roofline import (
+    MachineRates,
+    ModelCosts,
+    RequestShape,
+    decode_step_s,
+    image_encode_s,
+    language_costs,
+    model_costs,
+    prefill_s,
+    vit_flops,
+    workload_bound,
+)
 
 RATES = MachineRates(bandwidth_gb_s=10.0, matmul_gflop_s=100.0)
 COSTS = ModelCosts(lm_weight_bytes=1_000_000_000, lm_layer_flops_per_token=1_000_000_000, lm_head_flops=0,

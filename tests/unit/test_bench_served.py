@@ -7,12 +7,12 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from minivlm.bench import served
-from minivlm.bench.cli import add_bench_command
-from minivlm.bench.run import _served_result
-from minivlm.bench.server_stats import ModelLoad
-from minivlm.repository import copy_template
+from minivlm.export.repository import copy_template
 from vlm_client.protocol import GENERATOR_ENGINE
+from vlm_tools.bench import served
+from vlm_tools.bench.cli import add_bench_command
+from vlm_tools.bench.run import _served_result
+from vlm_tools.bench.server_stats import ModelLoad
 
 
 def _parameter(repository, key: str) -> str:

@@ -1,7 +1,7 @@
 """Differencing Triton statistics snapshots into per-model load: batch sizes, queue and compute times."""
 import pytest
 
-from minivlm.bench.server_stats import loads, model_load
+from vlm_tools.bench.server_stats import loads, model_load
 
 
 def snapshot(success, queue_ns, batches):

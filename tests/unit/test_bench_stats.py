@@ -1,7 +1,7 @@
 """Percentiles and the per-system summary."""
 import pytest
 
-from minivlm.bench.stats import percentiles, summarize
+from vlm_tools.bench.stats import percentiles, summarize
 
 
 def test_percentiles_interpolate_between_ranks():

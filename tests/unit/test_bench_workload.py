@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from minivlm.bench.inprocess import NotebookRun, RequestTiming, notebook_latencies, step_time_fit
-from minivlm.bench.workload import (TASK_TOKENS, build_workload, confine_to_tokenizer, parse_mix, suppress_eos, task_cycle,
-                                    whole_cycles)
+from vlm_tools.bench.bench_model import confine_to_tokenizer, suppress_eos
+from vlm_tools.bench.inprocess import NotebookRun, RequestTiming, notebook_latencies, step_time_fit
+from vlm_tools.bench.workload import TASK_TOKENS, build_workload, parse_mix, task_cycle, whole_cycles
 
 
 def test_parse_mix_and_interleaved_rounds():

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from minivlm.artifacts import LANGUAGE_MODEL_DIR, load_generator_artifacts, write_generator_artifacts
-from minivlm.artifacts import TOKENIZER_DIR as GENERATOR_TOKENIZER_DIR
-from minivlm.checkpoint import IMAGE_PROCESSOR_DIR, TOKENIZER_DIR, VLM_FILE, load_vlm, read_checkpoint
 from minivlm.errors import CheckpointError
+from minivlm.model.artifacts import LANGUAGE_MODEL_DIR, load_generator_artifacts, write_generator_artifacts
+from minivlm.model.artifacts import TOKENIZER_DIR as GENERATOR_TOKENIZER_DIR
+from minivlm.model.checkpoint import IMAGE_PROCESSOR_DIR, TOKENIZER_DIR, VLM_FILE, load_vlm, read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_missing_base_model_folder(folder, key, what):
     assert f"{what} {missing!r} cannot be loaded" in _load_error(folder)
 
 
-# --- the generator's artifacts (minivlm.artifacts): written by the export, loaded by the served generator -----
+# --- the generator's artifacts (minivlm.model.artifacts): written by the export, loaded by the served generator -----
 
 @pytest.fixture(scope="module")
 def generator_dir(tiny_vlm, tmp_path_factory) -> Path:

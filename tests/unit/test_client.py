@@ -14,7 +14,8 @@ import tritonclient.http
 from PIL import Image
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
-from vlm_client import Answer, DetectedObject, Route, VLMClient, VLMError, cli, protocol as proto
+from vlm_client import Answer, DetectedObject, Route, VLMClient, VLMError, cli
+from vlm_client import protocol as proto
 from vlm_client.aio import AsyncVLMClient
 from vlm_client.errors import split_step, translate_errors
 from vlm_client.sdk import ask_arrays, chunked, encode_image, infer_inputs, max_batch_size, route_arrays

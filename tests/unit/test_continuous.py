@@ -5,10 +5,11 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from minivlm.config import tiny_language_config
-from minivlm.continuous import ContinuousBatch, Job, StaticBatch
-from minivlm.decoder import LlamaDecoder
-from minivlm.generation import SamplingParams, _left_pad, decode, reference_greedy
+from minivlm.decoding.batch import ContinuousBatch, Job, StaticBatch
+from minivlm.decoding.generate import decode, left_pad, reference_greedy
+from minivlm.decoding.llama_decoder import LlamaDecoder
+from minivlm.decoding.sampling import SamplingParams
+from minivlm.model.shapes import tiny_language_config
 
 ATOL = 1e-5
 
@@ -44,7 +45,7 @@ def _alone(decoder, prefix, tokens) -> list[torch.Tensor]:
 
 
 def _admit(decoder, cache, prefixes, ahead=8) -> torch.Tensor:
-    rows, logits = decoder.prefill_rows(*_left_pad(prefixes))
+    rows, logits = decoder.prefill_rows(*left_pad(prefixes))
     decoder.join(rows, cache, ahead=ahead)
     return logits
 

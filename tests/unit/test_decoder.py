@@ -1,4 +1,4 @@
-"""minivlm.decoder against HF's LlamaForCausalLM: logits, greedy tokens, batching, weight import, fallbacks."""
+"""minivlm.decoding.llama_decoder against HF's LlamaForCausalLM: logits, greedy tokens, batching, weight import, fallbacks."""
 from __future__ import annotations
 
 import copy
@@ -7,9 +7,16 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaForCausalLM
 
-from minivlm.config import full_language_config, tiny_language_config
-from minivlm.decoder import DecoderConfig, LlamaDecoder, check_state_dict, fast_decoder, supports_fast_decoder
-from minivlm.generation import SamplingParams, _left_pad, decode, reference_greedy
+from minivlm.decoding.generate import decode, left_pad, reference_greedy
+from minivlm.decoding.llama_decoder import (
+    DecoderConfig,
+    LlamaDecoder,
+    check_state_dict,
+    fast_decoder,
+    supports_fast_decoder,
+)
+from minivlm.decoding.sampling import SamplingParams
+from minivlm.model.shapes import full_language_config, tiny_language_config
 
 LOGIT_TOLERANCE = 1e-4            # fp32: HF and the fast decoder differ only in summation order
 
@@ -32,7 +39,7 @@ def _prefixes(lm, lengths, seed=0) -> list[torch.Tensor]:
 @torch.inference_mode()
 def _max_logit_diff(lm, decoder, prefixes, steps: int) -> float:
     """Prefill then `steps` teacher-forced steps on HF's greedy tokens, left-padded batch of mixed lengths."""
-    embeds, mask = _left_pad(prefixes)
+    embeds, mask = left_pad(prefixes)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     hf_cache = DynamicCache()
     expected = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=hf_cache,

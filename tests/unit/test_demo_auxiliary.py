@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from minivlm.demo.auxiliary import IGNORE, LABELS, OWN_COVER, VisionHeads, vision_targets
-from minivlm.demo.scenes import generate_scenes
+from vlm_tools.demo.auxiliary import IGNORE, LABELS, OWN_COVER, VisionHeads, vision_targets
+from vlm_tools.demo.scenes import generate_scenes
 
 PATCH = 32
 SCENES = list(generate_scenes(seed=5, count=12))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minivlm.demo.coordinates import CoordinateTargets
-from minivlm.factory import train_tokenizer
+from minivlm.model.factory import train_tokenizer
+from vlm_tools.demo.coordinates import CoordinateTargets
 
 CORPUS = [" ".join(f"0.{v:02d}" for v in range(100))] * 3 + ["yes no red circle"]
 

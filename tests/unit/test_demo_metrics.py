@@ -5,8 +5,15 @@ import math
 
 import pytest
 
-from minivlm.demo.metrics import (Detection, average_precision, caption_objects, f1_counts, f1_score, iou,
-                                  mean_average_precision)
+from vlm_tools.demo.metrics import (
+    Detection,
+    average_precision,
+    caption_objects,
+    f1_counts,
+    f1_score,
+    iou,
+    mean_average_precision,
+)
 
 BOX = (0.1, 0.1, 0.2, 0.2)
 SHIFTED = (0.2, 0.1, 0.2, 0.2)          # half of BOX's width: IoU = 0.02 / 0.06 = 1/3

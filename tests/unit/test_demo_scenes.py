@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from minivlm.demo.metrics import iou
-from minivlm.demo.scenes import COLOURS, MAX_OBJECTS, SHAPES, generate_scenes, make_scene
-from minivlm.demo.texts import question_kind
-from minivlm.detection import parse_detection
+from minivlm.processing.detection import parse_detection
+from vlm_tools.demo.metrics import iou
+from vlm_tools.demo.scenes import COLOURS, MAX_OBJECTS, SHAPES, generate_scenes, make_scene
+from vlm_tools.demo.texts import question_kind
 
 SCENES = list(generate_scenes(seed=7, count=40))
 PIXEL = 1 / 224

@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from minivlm.checkpoint import load_vlm
-from minivlm.demo.cli import add_demo_subcommands
-from minivlm.demo.evaluate import evaluate_held_out
-from minivlm.demo.packing import pack, scene_segments
-from minivlm.demo.scenes import generate_scenes
-from minivlm.demo.train import (CHECKPOINT_DIR, STATS_FILE, DemoConfig, build_demo_vlm, is_complete, save_demo,
-                                train_demo)
+from minivlm.model.checkpoint import load_vlm
+from vlm_tools.demo.cli import add_demo_subcommands
+from vlm_tools.demo.config import STATS_FILE, DemoConfig
+from vlm_tools.demo.evaluate import evaluate_held_out
+from vlm_tools.demo.packing import pack, scene_segments
+from vlm_tools.demo.scenes import generate_scenes
+from vlm_tools.demo.train import CHECKPOINT_DIR, build_demo_vlm, is_complete, save_demo, train_demo
 
 TINY = DemoConfig(steps=3, batch_size=2, warmup_steps=1, vision_hidden=32, vision_layers=1, language_hidden=32,
                   language_layers=1, tokenizer_scenes=40, threads=2)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import ViTConfig, ViTModel
 
-from minivlm.demo.vision_init import POOL, sincos_2d, structured_vision_init
+from vlm_tools.demo.vision_init import POOL, sincos_2d, structured_vision_init
 
 
 def _vit(hidden: int = 64, patch: int = 32) -> ViTModel:

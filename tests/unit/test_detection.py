@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from minivlm.detection import DetectedObject, parse_detection
+from minivlm.processing.detection import DetectedObject, parse_detection
 
 PERSON = {"label": "person", "bbox": [0.1, 0.25, 0.5, 0.375]}
 DOG = {"label": "dog", "bbox": [0.5, 0.5, 0.25, 0.25]}

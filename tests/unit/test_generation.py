@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minivlm.generation import SamplingParams, _Sampler, _top_p_filter, decode, reference_greedy
+from minivlm.decoding.generate import decode, reference_greedy
+from minivlm.decoding.sampling import Sampler, SamplingParams, top_p_filter
 
 REQUESTS = [("caption", ""), ("od", ""), ("vqa", "what colour is the car?"),
             ("vqa", "How many people are there? Describe the image left to right.")]
@@ -77,13 +78,13 @@ def test_seeded_sampling_is_reproducible_and_independent_of_the_batch(tiny_vlm, 
 
 def test_top_p_keeps_the_token_that_crosses_the_threshold():
     probs = torch.tensor([0.15, 0.5, 0.05, 0.3])                  # sorted: 0.5, 0.3 (crosses 0.7), 0.15, 0.05
-    torch.testing.assert_close(_top_p_filter(probs.clone(), 0.7), torch.tensor([0.0, 0.5, 0.0, 0.3]))
-    torch.testing.assert_close(_top_p_filter(probs.clone(), 0.4), torch.tensor([0.0, 0.5, 0.0, 0.0]))
-    torch.testing.assert_close(_top_p_filter(probs.clone(), 0.99), probs)
+    torch.testing.assert_close(top_p_filter(probs.clone(), 0.7), torch.tensor([0.0, 0.5, 0.0, 0.3]))
+    torch.testing.assert_close(top_p_filter(probs.clone(), 0.4), torch.tensor([0.0, 0.5, 0.0, 0.0]))
+    torch.testing.assert_close(top_p_filter(probs.clone(), 0.99), probs)
 
 
 def test_sampler_with_top_p_never_draws_a_filtered_token():
     logits = torch.log(torch.tensor([0.15, 0.5, 0.05, 0.3]))
-    sampler = _Sampler(SamplingParams(max_new_tokens=1, temperature=1.0, top_p=0.7, seed=0))
+    sampler = Sampler(SamplingParams(max_new_tokens=1, temperature=1.0, top_p=0.7, seed=0))
     drawn = {sampler.next_token(logits) for _ in range(200)}
     assert drawn == {1, 3}

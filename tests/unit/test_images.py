@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from minivlm.errors import InputError
-from minivlm.images import ImageLimits, preprocess_image_bytes
+from minivlm.processing.images import ImageLimits, preprocess_image_bytes
 
 try:                                       # the default ViTImageProcessor backend needs torchvision
     import torchvision  # noqa: F401

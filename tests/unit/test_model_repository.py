@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from minivlm.repository import TEMPLATE_DIR, apply_variant, copy_template
+from minivlm.export.repository import TEMPLATE_DIR, apply_variant, copy_template
 from vlm_client import protocol
 
 DTYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
@@ -140,9 +140,10 @@ def test_generator_forwards_to_a_decoupled_engine_and_stays_unary():
     assert list(forwarder.dynamic_batching.preferred_batch_size) == [1]
     assert forwarder.dynamic_batching.max_queue_delay_microseconds == 0
     tree = ast.parse((TEMPLATE_DIR / protocol.GENERATOR / "1" / "model.py").read_text())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-                for alias in node.names}
-    assert imported == {"asyncio", "json", "triton_python_backend_utils"}   # light processes: no torch
+    imported = {node.module if isinstance(node, ast.ImportFrom) else alias.name
+                for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+    # light processes: no torch (test_layers.py checks that minivlm.serving.config imports none)
+    assert imported == {"asyncio", "minivlm.serving.config", "triton_python_backend_utils"}
     parameters = {key: value.string_value for key, value in engine.parameters.items()}
     assert parameters["batching"] == "continuous" and int(parameters["max_live_rows"]) >= 1
     assert int(parameters["max_waiting_requests"]) >= 1
@@ -153,8 +154,9 @@ def test_decoder_precision_is_an_export_option_checked_before_anything_is_built(
     from typing import get_args
 
     from minivlm.cli import add_export_command
-    from minivlm.decoder import Precision
-    from minivlm.repository import DECODER_PRECISIONS, BuildOptions, set_model_parameter
+    from minivlm.decoding.llama_decoder import Precision
+    from minivlm.export.repository import BuildOptions, set_model_parameter
+    from minivlm.serving.config import DECODER_PRECISIONS
 
     assert parse(TEMPLATE_DIR / protocol.GENERATOR_ENGINE / "config.pbtxt").parameters[
         "decoder_precision"].string_value == "fp32"                      # exact by default
@@ -181,7 +183,7 @@ def test_a_repository_is_reused_only_when_built_from_this_template(tmp_path, mon
     call code this version may not have (seen: `GeneratorEngine.run_rows`), so it must be rebuilt."""
     import json
 
-    import minivlm.repository as repository
+    import minivlm.export.repository as repository
 
     repo = tmp_path / "repo"
     copy_template(repo)

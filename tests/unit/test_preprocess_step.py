@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from minivlm.errors import InputError
-from minivlm.images import preprocess_image_bytes
-from minivlm.router.minilm import pretrained_encoder_dir
-from minivlm.router.tokenization import QueryTokenizer
+from minivlm.processing.images import preprocess_image_bytes
+from minivlm.routing.minilm import pretrained_encoder_dir
+from minivlm.routing.tokenization import QueryTokenizer
 from minivlm.serving.preprocess_step import PreprocessStep, blamed_on
 from minivlm.serving.query_step import QueryStep
 from minivlm.serving.triton_glue import respond_each

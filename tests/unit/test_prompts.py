@@ -4,8 +4,15 @@ from __future__ import annotations
 import pytest
 
 from minivlm.errors import InputError
-from minivlm.prompts import (MAX_QUERY_CHARS, ParsedQuery, build_prompt, clean_answer, decode_query, parse_query,
-                             parse_task_name)
+from minivlm.processing.prompts import (
+    MAX_QUERY_CHARS,
+    ParsedQuery,
+    build_prompt,
+    clean_answer,
+    decode_query,
+    parse_query,
+    parse_task_name,
+)
 
 
 @pytest.mark.parametrize("query, expected", [

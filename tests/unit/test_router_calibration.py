@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minivlm.router.calibration import expected_calibration_error, fit_temperature, softmax
-from minivlm.router.data import Examples, load_examples, split_examples
-from minivlm.router.evaluate import evaluate_probs, format_report
+from minivlm.routing.calibration import expected_calibration_error, fit_temperature, softmax
+from vlm_tools.router_training.data import Examples, load_examples, split_examples
+from vlm_tools.router_training.evaluate import evaluate_probs, format_report
 
 
 def test_fit_temperature_recovers_the_scale_of_overconfident_logits():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minivlm.errors import CheckpointError
-from minivlm.router.lstm import LSTMRouter, load_notebook_checkpoint, save_notebook_checkpoint
+from minivlm.routing.lstm import LSTMRouter, load_notebook_checkpoint, save_notebook_checkpoint
 
 VOCAB = 50
 CONFIG = {"hidden_dim": 6, "num_tasks": 3}
@@ -99,9 +99,10 @@ def test_missing_embedding_weight(tmp_path):
 
 
 def test_load_router_from_the_notebook_folder(tmp_path):
-    from minivlm.router.loading import load_router
-    from minivlm.router.tokenization import QueryTokenizer, TokenizerSpec
     from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from minivlm.routing.loading import load_router
+    from minivlm.routing.tokenization import QueryTokenizer, TokenizerSpec
 
     vocab = {f"w{i}": i for i in range(VOCAB)} | {"[UNK]": VOCAB - 1}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
@@ -113,7 +114,7 @@ def test_load_router_from_the_notebook_folder(tmp_path):
 
 
 def test_load_router_without_tokenizer_folder(tmp_path):
-    from minivlm.router.loading import load_router
+    from minivlm.routing.loading import load_router
 
     save_notebook_checkpoint(tiny_router(), tmp_path / "task_classifier.pt")
     with pytest.raises(FileNotFoundError, match="tokenizer"):

@@ -12,12 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from minivlm.router.data import COMPOUND_HELDOUT_PATH, COMPOUND_TRAIN_PATH, HELDOUT_PATH, TRAIN_PATH, load_examples
-from minivlm.router.evaluate import evaluate_compound_router, evaluate_router, main
-from minivlm.router.loading import load_router
-from minivlm.router.minilm import SCORES_HEAD_FILE
-from minivlm.router.multilabel import is_compound, task_sets
-from minivlm.router.train import TrainConfig, train_minilm_router
+from minivlm.routing.loading import load_router
+from minivlm.routing.minilm import SCORES_HEAD_FILE
+from minivlm.routing.multilabel import is_compound, task_sets
+from vlm_tools.router_training.cli import main
+from vlm_tools.router_training.data import (
+    COMPOUND_HELDOUT_PATH,
+    COMPOUND_TRAIN_PATH,
+    HELDOUT_PATH,
+    TRAIN_PATH,
+    load_examples,
+)
+from vlm_tools.router_training.evaluate import evaluate_compound_router, evaluate_router
+from vlm_tools.router_training.train import TrainConfig, train_minilm_router
 
 REQUIRED_HELDOUT_ACCURACY = 0.98
 REQUIRED_COMPOUND_EXACT = 0.90      # exact task sets on compound_heldout.jsonl (measured: 1.0)

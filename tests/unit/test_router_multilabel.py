@@ -6,10 +6,18 @@ import json
 import numpy as np
 import pytest
 
-from minivlm.router.data import (COMPOUND_HELDOUT_PATH, COMPOUND_TRAIN_PATH, HELDOUT_PATH, TRAIN_PATH, Examples,
-                                 MultiLabelExamples, load_examples, load_multilabel)
-from minivlm.router.evaluate import evaluate_compound, evaluate_probs, format_compound_report, format_report
-from minivlm.router.multilabel import is_compound, task_sets
+from minivlm.routing.multilabel import is_compound, task_sets
+from vlm_tools.router_training.data import (
+    COMPOUND_HELDOUT_PATH,
+    COMPOUND_TRAIN_PATH,
+    HELDOUT_PATH,
+    TRAIN_PATH,
+    Examples,
+    MultiLabelExamples,
+    load_examples,
+    load_multilabel,
+)
+from vlm_tools.router_training.evaluate import evaluate_compound, evaluate_probs, format_compound_report, format_report
 
 SCORES = np.array([[0.9, 0.6, 0.1], [0.2, 0.95, 0.3], [0.7, 0.8, 0.5], [0.4, 0.1, 0.2]])
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from minivlm.router.minilm import pretrained_encoder_dir
-from minivlm.router.tokenization import LSTM_MAX_LENGTH, MINILM_MAX_LENGTH, QueryTokenizer
+from minivlm.routing.minilm import pretrained_encoder_dir
+from minivlm.routing.tokenization import LSTM_MAX_LENGTH, MINILM_MAX_LENGTH, QueryTokenizer
 
 QUERIES = ["describe this image", "Is it raining?", "detect all objects " * 30, ""]
 
@@ -70,7 +70,7 @@ def test_single_string_is_rejected(tokenizer):
 
 def test_serving_path_does_not_import_torch(tmp_path):
     QueryTokenizer.from_pretrained(pretrained_encoder_dir(), "minilm").save(tmp_path)
-    code = ("import sys; from minivlm.router.tokenization import QueryTokenizer; "
+    code = ("import sys; from minivlm.routing.tokenization import QueryTokenizer; "
             f"QueryTokenizer.load({str(tmp_path)!r})(['hello']); "
             "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from minivlm.config import NOTEBOOK_TASK_DEFAULTS
 from minivlm.errors import InputError, ServerBusyError
-from minivlm.prompts import clean_answer
-from minivlm.serving.continuous import Scheduler
+from minivlm.processing.prompts import clean_answer
+from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.generator_engine import GenerationRequest, GeneratorEngine
 from minivlm.serving.options import RequestOptions
+from minivlm.serving.scheduler import Scheduler
 from vlm_client.protocol import NO_TASK, ROUTED_BY_TAG, TASKS
 
 GREEDY = dict(temperature=0.0)
@@ -22,7 +22,7 @@ GREEDY = dict(temperature=0.0)
 
 @pytest.fixture(scope="module")
 def engine(tiny_vlm):
-    return GeneratorEngine(tiny_vlm.language_model, tiny_vlm.tokenizer, dict(NOTEBOOK_TASK_DEFAULTS))
+    return GeneratorEngine(tiny_vlm.language_model, tiny_vlm.tokenizer, GeneratorEngineConfig(min_router_confidence=0.0))
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_warm_up_and_the_static_fallback(engine, images):
 
 def test_models_the_fast_decoder_does_not_implement_get_static_batches(engine, monkeypatch):
     """A GPU instance or a Llama variant the fast decoder refuses: HF's forward, whole batches."""
-    import minivlm.serving.continuous as continuous
+    import minivlm.serving.scheduler as continuous
 
     monkeypatch.setattr(continuous, "supports_fast_decoder", lambda model: False)
     scheduler = Scheduler(engine, continuous=True)
@@ -184,7 +184,7 @@ def test_models_the_fast_decoder_does_not_implement_get_static_batches(engine, m
 @pytest.mark.parametrize("overlap", [True, False])
 def test_prompts_are_prefilled_while_the_live_rows_decode_only_when_overlapped(engine, images, monkeypatch, overlap):
     """The prefill thread: a new prompt does not stall the rows already decoding (it would on one thread)."""
-    import minivlm.continuous as continuous
+    import minivlm.decoding.batch as continuous
 
     scheduler = Scheduler(engine, max_live_rows=4, overlap_prefill=overlap)
     steps, seen = [0], {}
@@ -222,7 +222,7 @@ def test_prompts_are_prefilled_while_the_live_rows_decode_only_when_overlapped(e
 
 
 def test_a_fault_while_prefilling_fails_that_request_only(engine, scheduler, images, monkeypatch):
-    import minivlm.continuous as continuous
+    import minivlm.decoding.batch as continuous
 
     original = continuous.ContinuousBatch.prefill
 

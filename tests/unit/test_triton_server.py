@@ -1,27 +1,27 @@
-"""Unit tests of minivlm.triton_server: path discovery, environment, command line, process handling.
+"""Unit tests of minivlm.server.process: path discovery, environment, command line, process handling.
 No tritonserver is started here; tests/integration/test_triton_server_smoke.py runs a real one."""
 from __future__ import annotations
 
 import os
 import signal
-import time
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
 
-from minivlm import triton_server as ts
+from minivlm.server import discovery, perf_analyzer, process
 
 
 @pytest.fixture(scope="module")
-def paths() -> ts.TritonPaths:
-    return ts.find_triton_paths()
+def paths() -> discovery.TritonPaths:
+    return discovery.find_triton_paths()
 
 
-def _server(tmp_path: Path, **options) -> ts.TritonServer:
-    return ts.TritonServer(ts.ServerOptions(model_repository=tmp_path, log_file=tmp_path / "server.log",
+def _server(tmp_path: Path, **options) -> process.TritonServer:
+    return process.TritonServer(process.ServerOptions(model_repository=tmp_path, log_file=tmp_path / "server.log",
                                             **options))
 
 
@@ -38,35 +38,35 @@ def test_find_triton_paths_finds_the_stub_of_the_running_python(paths):
 
 
 def test_find_triton_paths_names_the_missing_stub():
-    with pytest.raises(ts.TritonNotInstalledError, match="python_backend_stubs/2.7"):
-        ts.find_triton_paths("2.7")
+    with pytest.raises(discovery.TritonNotInstalledError, match="python_backend_stubs/2.7"):
+        discovery.find_triton_paths("2.7")
 
 
 def test_prepare_backend_dir_puts_the_stub_beside_the_backend(paths, tmp_path):
-    backend_dir = ts.prepare_backend_dir(paths, tmp_path / "backends")
+    backend_dir = discovery.prepare_backend_dir(paths, tmp_path / "backends")
     python_dir = backend_dir / "python"
     assert (python_dir / "libtriton_python.so").is_file()
     assert (python_dir / "triton_python_backend_utils.py").is_file()
     assert os.access(python_dir / "triton_python_backend_stub", os.X_OK)
-    assert ts.prepare_backend_dir(paths, tmp_path / "backends") == backend_dir   # idempotent
+    assert discovery.prepare_backend_dir(paths, tmp_path / "backends") == backend_dir   # idempotent
     assert not list(python_dir.glob("*.partial"))
 
 
 def test_default_backend_dir_is_keyed_by_version(paths, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert ts.default_backend_dir(paths).parent == tmp_path / "minivlm" / "triton-backends"
-    assert paths.version in ts.default_backend_dir(paths).name
+    assert discovery.default_backend_dir(paths).parent == tmp_path / "minivlm" / "triton-backends"
+    assert paths.version in discovery.default_backend_dir(paths).name
 
 
 def test_server_environment_puts_this_libpython_first(paths):
-    env = ts.server_environment(paths, {"LD_LIBRARY_PATH": "/opt/old", "PATH": "/usr/bin"})
+    env = discovery.server_environment(paths, {"LD_LIBRARY_PATH": "/opt/old", "PATH": "/usr/bin"})
     assert env["LD_LIBRARY_PATH"].split(os.pathsep) == [sysconfig.get_config_var("LIBDIR"), str(paths.libs),
                                                         "/opt/old"]
     assert env["PATH"].split(os.pathsep) == [str(Path(sys.prefix) / "bin"), "/usr/bin"]
 
 
 def test_server_environment_without_existing_library_path(paths):
-    env = ts.server_environment(paths, {})
+    env = discovery.server_environment(paths, {})
     assert not env["LD_LIBRARY_PATH"].endswith(os.pathsep)
 
 
@@ -80,11 +80,11 @@ def test_command_listens_on_loopback_by_default(tmp_path):
 def test_command_restricts_admin_apis_with_the_admin_key(tmp_path):
     server = _server(tmp_path)
     command = server.command(tmp_path / "backends")
-    expected = f"{','.join(ts.RESTRICTED_APIS)}:{ts.ADMIN_HEADER}={server.admin_key}"
+    expected = f"{','.join(process.RESTRICTED_APIS)}:{process.ADMIN_HEADER}={server.admin_key}"
     assert _flag(command, "grpc-restricted-protocol") == [expected]
     assert _flag(command, "http-restricted-api") == [expected]
-    assert {"model-repository", "shared-memory", "trace", "logging"} <= set(ts.RESTRICTED_APIS)
-    assert not {"inference", "health"} & set(ts.RESTRICTED_APIS)
+    assert {"model-repository", "shared-memory", "trace", "logging"} <= set(process.RESTRICTED_APIS)
+    assert not {"inference", "health"} & set(process.RESTRICTED_APIS)
 
 
 def test_admin_headers_carry_the_key(tmp_path):
@@ -118,7 +118,7 @@ def test_command_sizes_python_shared_memory_for_batched_embeddings(tmp_path):
 
 
 def test_free_ports_are_distinct():
-    ports = ts.free_ports(5)
+    ports = discovery.free_ports(5)
     assert len(set(ports)) == 5 and all(0 < port < 65536 for port in ports)
 
 
@@ -128,15 +128,15 @@ def test_wait_ready_fails_fast_with_the_log_tail_when_the_server_dies(tmp_path):
     server.log_path.write_text("E1127 model 'broken' failed to load\n")
     server.process = subprocess.Popen(["sh", "-c", "exit 3"])
     server.process.wait()
-    with pytest.raises(ts.TritonServerError, match=r"exited \(code 3\)[\s\S]*'broken' failed to load"):
+    with pytest.raises(discovery.TritonServerError, match=r"exited \(code 3\)[\s\S]*'broken' failed to load"):
         server.wait_ready()
 
 
 def test_wait_ready_times_out_with_what_is_missing(tmp_path):
-    server = _server(tmp_path, http_port=ts.free_port())       # nothing listens there
+    server = _server(tmp_path, http_port=discovery.free_port())       # nothing listens there
     server.process = subprocess.Popen(["sleep", "30"])
     try:
-        with pytest.raises(ts.TritonServerError, match="not ready after 0 s"):
+        with pytest.raises(discovery.TritonServerError, match="not ready after 0 s"):
             server.wait_ready(timeout_s=0.3)
     finally:
         server.process.kill()
@@ -162,7 +162,7 @@ def test_stop_before_start_is_a_no_op(tmp_path):
 # --- perf_analyzer ----------------------------------------------------------------------------------------
 def test_perf_analyzer_command_sends_the_admin_header_over_grpc(tmp_path):
     server = _server(tmp_path, grpc_port=9101)
-    command = ts.perf_analyzer_command(server, "vlm", "--concurrency-range", "1:4")
+    command = perf_analyzer.perf_analyzer_command(server, "vlm", "--concurrency-range", "1:4")
     assert Path(command[0]).name == "perf_analyzer" and Path(command[0]).is_file()
     assert command[1:7] == ["-m", "vlm", "-i", "grpc", "-u", "127.0.0.1:9101"]
     assert command[7:9] == ["-H", f"triton-grpc-protocol-admin-key:{server.admin_key}"]
@@ -170,12 +170,12 @@ def test_perf_analyzer_command_sends_the_admin_header_over_grpc(tmp_path):
 
 
 def test_perf_analyzer_env_finds_libcudart():
-    env = ts.perf_analyzer_env({})
+    env = perf_analyzer.perf_analyzer_env({})
     assert Path(env["LD_LIBRARY_PATH"].split(os.pathsep)[0], "libcudart.so.12").is_file()
 
 
 def test_orphaned_shm_regions_of_a_killed_server_are_removed_and_live_ones_kept(tmp_path):
-    from minivlm.triton_server import remove_orphaned_shm
+    from minivlm.server.shm import remove_orphaned_shm
 
     prefix = "triton_python_backend_shm_region_"
     older, orphan, held = (tmp_path / f"{prefix}{name}" for name in ("older", "orphan", "held"))

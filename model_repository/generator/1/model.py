@@ -2,18 +2,18 @@
 
 generator_engine is decoupled (it answers when a request's rows finish in its continuously running batch);
 an ensemble with a decoupled step would refuse unary infer calls, so this non-decoupled model sits between.
-No torch and no project imports here: these processes only pass tensors through.
+No torch here: these processes only pass tensors through.
 """
 import asyncio
-import json
 
 import triton_python_backend_utils as pb_utils
+
+from minivlm.serving.config import GeneratorConfig
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        parameters = json.loads(args["model_config"]).get("parameters", {})
-        self.engine_model = parameters["engine_model"]["string_value"]
+        self.engine_model = GeneratorConfig.from_args(args).engine_model
 
     async def execute(self, requests):
         return list(await asyncio.gather(*(self._forward(request) for request in requests)))

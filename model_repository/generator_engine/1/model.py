@@ -6,11 +6,11 @@ from pathlib import Path
 import torch
 import triton_python_backend_utils as pb_utils
 
-from minivlm.artifacts import load_generator_artifacts
-from minivlm.serving.continuous import Scheduler
+from minivlm.model.artifacts import load_generator_artifacts
+from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.generator_engine import GeneratorEngine, requests_from_rows, response_values
-from minivlm.serving.options import task_defaults_from_parameters
-from minivlm.serving.triton_glue import exception_response, model_parameters, output_rows, read_rows
+from minivlm.serving.scheduler import Scheduler
+from minivlm.serving.triton_glue import exception_response, output_rows, read_rows
 from vlm_client import protocol as P
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -18,14 +18,12 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 class TritonPythonModel:
     def initialize(self, args):
-        parameters = model_parameters(args)
-        torch.set_num_threads(int(parameters.get("torch_threads", "1")))
+        config = GeneratorEngineConfig.from_args(args)
+        torch.set_num_threads(config.torch_threads)
         device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
         language_model, tokenizer = load_generator_artifacts(Path(args["model_repository"]) / args["model_version"])
-        engine = GeneratorEngine(language_model.to(device), tokenizer, task_defaults_from_parameters(parameters),
-                                 min_router_confidence=float(parameters.get("min_router_confidence", "0")),
-                                 compound_min_score=float(parameters.get("compound_min_score", "0.5")))
-        self.scheduler = Scheduler.from_parameters(engine, parameters).start()
+        engine = GeneratorEngine(language_model.to(device), tokenizer, config)
+        self.scheduler = Scheduler.from_config(engine, config).start()
         self.scheduler.warm_up()
 
     def execute(self, requests):

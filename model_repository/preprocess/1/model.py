@@ -6,6 +6,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
+from minivlm.serving.config import PreprocessConfig
 from minivlm.serving.preprocess_step import PreprocessStep
 from minivlm.serving.triton_glue import output_rows, query_outputs, read_rows, respond_each
 from vlm_client import protocol as P
@@ -13,6 +14,7 @@ from vlm_client import protocol as P
 
 class TritonPythonModel:
     def initialize(self, args):
+        PreprocessConfig.from_args(args)          # no parameters: refuses unknown ones
         self.step = PreprocessStep.load(Path(args["model_repository"]) / args["model_version"])
 
     def execute(self, requests):

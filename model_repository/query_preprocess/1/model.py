@@ -3,6 +3,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
+from minivlm.serving.config import PreprocessConfig
 from minivlm.serving.query_step import QueryStep
 from minivlm.serving.triton_glue import query_outputs, read_rows, respond_each
 from vlm_client import protocol as P
@@ -10,6 +11,7 @@ from vlm_client import protocol as P
 
 class TritonPythonModel:
     def initialize(self, args):
+        PreprocessConfig.from_args(args)          # no parameters: refuses unknown ones
         self.step = QueryStep.load(Path(args["model_repository"]) / args["model_version"])
 
     def execute(self, requests):

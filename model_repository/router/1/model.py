@@ -5,6 +5,6 @@ with Triton's native onnxruntime backend instead (config.onnxruntime.pbtxt, chos
 """
 import triton_python_backend_utils as pb_utils
 
-from minivlm.serving.onnx_runner import python_backend_model
+from minivlm.serving.onnx_model import python_backend_model
 
 TritonPythonModel = python_backend_model(pb_utils)

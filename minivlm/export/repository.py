@@ -1,0 +1,171 @@
+"""Build a servable Triton model repository from the notebook's checkpoint folder.
+
+The checked-in `model_repository/` holds every config.pbtxt and model.py; this copies it and fills in the
+build outputs: vision_encoder/1/model.onnx, router/1/model.onnx, the router's tokenizer for preprocess and
+query_preprocess, and the language model + tokenizer for generator_engine (which `generator` forwards to).
+One switch picks how ONNX graphs run: `python` (ONNX Runtime inside python-backend models: the pip-installed
+server) or `onnxruntime` (Triton's native backend: the NGC image); another picks CPU or GPU instances.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+from tqdm import tqdm
+from tritonclient.grpc import model_config_pb2
+
+from minivlm.errors import CheckpointError
+from minivlm.model.checkpoint import ROUTER_FILE, TOKENIZER_DIR, load_vlm
+from minivlm.serving.config import DECODER_PRECISIONS
+from minivlm.serving.query_step import TOKENIZER_DIR as QUERY_TOKENIZER_DIR
+from vlm_client import protocol
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "model_repository"
+ONNX_BACKENDS = ("python", "onnxruntime")
+DEVICES = ("cpu", "gpu")
+ONNX_MODELS = (protocol.ROUTER, protocol.VISION_ENCODER)
+TOKENIZING_MODELS = (protocol.PREPROCESS, protocol.QUERY_PREPROCESS)   # each gets the router's tokenizer
+MANIFEST = "build_manifest.json"
+_NOT_COPIED = ("__pycache__", ".gitkeep")      # template files and folders a built repository lacks
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    checkpoint_dir: Path
+    output: Path
+    vision_model: str | None = None       # hub name or local folder; default: the checkpoint's config
+    language_model: str | None = None
+    router: str = "lstm"                  # "lstm" (the notebook's task_classifier.pt) or a MiniLM router folder
+    onnx_backend: str = "python"
+    device: str = "cpu"
+    decoder_precision: str = "fp32"       # "int8" / "bf16": faster, opt-in accuracy cost (docs/benchmarks.md)
+
+    def __post_init__(self):
+        if self.onnx_backend not in ONNX_BACKENDS:
+            raise ValueError(f"onnx_backend must be one of {ONNX_BACKENDS}, got {self.onnx_backend!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.decoder_precision not in DECODER_PRECISIONS:
+            raise ValueError(f"decoder_precision must be one of {DECODER_PRECISIONS}, got {self.decoder_precision!r}")
+        if self.device == "gpu" and self.decoder_precision != "fp32":
+            raise ValueError(f"decoder_precision {self.decoder_precision!r} is for the CPU fast decoder; a GPU "
+                             f"generator_engine runs HF's forward in fp32")
+
+
+@dataclass
+class BuildReport:
+    output: str
+    onnx_backend: str
+    device: str
+    router: str
+    decoder_precision: str = "fp32"
+    template: str = ""                    # template_fingerprint() of the template it was built from
+    max_abs_diff: dict[str, dict[int, float]] = field(default_factory=dict)
+
+
+def build_repository(options: BuildOptions) -> BuildReport:
+    from minivlm.export.vision_encoder import export_vision_encoder
+    from minivlm.model.artifacts import write_generator_artifacts
+
+    output = options.output
+    steps = tqdm(total=5, desc="export", unit="step")
+    vlm = load_vlm(options.checkpoint_dir, vision_model=options.vision_model,
+                   language_model=options.language_model)
+    steps.update()
+    copy_template(output)
+    steps.update()
+    report = BuildReport(str(output), options.onnx_backend, options.device, options.router,
+                         options.decoder_precision, template_fingerprint())
+    vision = export_vision_encoder(vlm.vision, output / protocol.VISION_ENCODER / "1" / "model.onnx")
+    report.max_abs_diff[protocol.VISION_ENCODER] = vision.max_abs_diff
+    steps.update()
+    report.max_abs_diff[protocol.ROUTER] = _export_router(options, output)
+    steps.update()
+    write_generator_artifacts(vlm, output / protocol.GENERATOR_ENGINE / "1")
+    apply_variant(output, onnx_backend=options.onnx_backend, device=options.device)
+    set_model_parameter(output, protocol.GENERATOR_ENGINE, "decoder_precision", options.decoder_precision)
+    (output / MANIFEST).write_text(json.dumps(asdict(report), indent=2))
+    steps.update()
+    steps.close()
+    return report
+
+
+def copy_template(output: Path) -> None:
+    if not TEMPLATE_DIR.is_dir():
+        raise FileNotFoundError(f"model repository template not found at {TEMPLATE_DIR}")
+    if output.exists() and any(output.iterdir()):
+        if not (output / MANIFEST).exists():
+            raise FileExistsError(f"{output} exists and is not a repository this command built; refusing to overwrite")
+        shutil.rmtree(output)
+    shutil.copytree(TEMPLATE_DIR, output, ignore=shutil.ignore_patterns(*_NOT_COPIED))
+
+
+def _export_router(options: BuildOptions, output: Path) -> dict[int, float]:
+    from minivlm.export.router import export_router
+    from minivlm.routing.loading import load_router
+
+    lstm = options.router == "lstm"
+    source = options.checkpoint_dir / ROUTER_FILE if lstm else Path(options.router)
+    if not source.exists():
+        raise CheckpointError(f"router source {source} does not exist")
+    # The notebook's LSTM reads the language model tokenizer's ids; a MiniLM folder brings its own.
+    router = load_router(source, tokenizer_dir=options.checkpoint_dir / TOKENIZER_DIR if lstm else None)
+    first, *others = (output / name / "1" / QUERY_TOKENIZER_DIR for name in TOKENIZING_MODELS)
+    report = export_router(router, output / protocol.ROUTER / "1" / "model.onnx", tokenizer_dir=first)
+    for tokenizer_dir in others:
+        shutil.copytree(first, tokenizer_dir)
+    return report.max_abs_diff
+
+
+def template_fingerprint() -> str:
+    """Changes whenever a file of the model_repository template does. A repository built from another
+    template holds model.py files that may call code this version no longer has, so it is rebuilt, not reused."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in TEMPLATE_DIR.rglob("*")
+                       if p.is_file() and not set(p.relative_to(TEMPLATE_DIR).parts) & set(_NOT_COPIED)):
+        digest.update(str(path.relative_to(TEMPLATE_DIR)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def built_from_this_template(repository: Path) -> bool:
+    """The repository's manifest names the current template (see `template_fingerprint`)."""
+    try:
+        return json.loads((Path(repository) / MANIFEST).read_text()).get("template") == template_fingerprint()
+    except (OSError, ValueError):
+        return False
+
+
+def set_model_parameter(repository: Path, model: str, key: str, value: str) -> None:
+    """Rewrite one string parameter of a model's config.pbtxt in a built repository."""
+    path = Path(repository) / model / "config.pbtxt"
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    config.parameters[key].string_value = value
+    path.write_text(text_format.MessageToString(config))
+
+
+def apply_variant(output: Path, *, onnx_backend: str, device: str) -> None:
+    """Swap in the native onnxruntime configs and/or GPU instance groups (the generator's forwarders pass
+    tensors through and stay on the CPU)."""
+    for name in ONNX_MODELS:
+        native = output / name / "config.onnxruntime.pbtxt"
+        if onnx_backend == "onnxruntime":
+            native.replace(output / name / "config.pbtxt")
+            (output / name / "1" / "model.py").unlink()
+        else:
+            native.unlink()
+    kind = model_config_pb2.ModelInstanceGroup.KIND_GPU if device == "gpu" else \
+        model_config_pb2.ModelInstanceGroup.KIND_CPU
+    for name in ONNX_MODELS + (protocol.GENERATOR_ENGINE,):
+        path = output / name / "config.pbtxt"
+        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        for group in config.instance_group:
+            group.kind = kind
+        path.write_text(text_format.MessageToString(config))

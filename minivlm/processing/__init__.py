@@ -1,0 +1,1 @@
+"""Inputs and outputs as text and pixels: image bytes -> pixel values, prompts and tags, detection JSON."""

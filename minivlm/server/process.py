@@ -1,0 +1,285 @@
+"""One real ``tritonserver`` (2.51) process: start, wait until every model is ready, stop cleanly.
+
+Anonymous clients may only check health, read metadata/config and run inference: model control,
+shared memory, statistics, trace and logging need a random admin key held by ``TritonServer``.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from minivlm.server.discovery import (
+    TritonPaths,
+    TritonServerError,
+    find_triton_paths,
+    prepare_backend_dir,
+    server_environment,
+)
+from minivlm.server.shm import SHM_DIR, remove_orphaned_shm
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+ADMIN_HEADER = "admin-key"                                # HTTP header name
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # gRPC metadata key: Triton adds this prefix
+# Everything but health, metadata, model-config and inference. model-config stays open because
+# perf_analyzer and clients read it; model-repository covers load/unload (model control).
+RESTRICTED_APIS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
+
+
+def _wait_for_group_exit(pgid: int, *, timeout_s: float) -> None:
+    """SIGKILL is asynchronous: wait until no process of the server's group is left (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = False
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if os.getpgid(int(proc.name)) == pgid:
+                    alive = True
+                    break
+            except (ProcessLookupError, PermissionError, ValueError):
+                continue
+        if not alive:
+            return
+        time.sleep(0.05)
+
+
+def _term_when_parent_dies() -> None:
+    """Runs in the child between fork and exec: ask Linux for SIGTERM when the parent goes away."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerOptions:
+    model_repository: Path
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    host: str = "127.0.0.1"                     # loopback: expose it deliberately, behind a proxy
+    startup_timeout_s: float = 120.0
+    drain_timeout_s: int = 10                   # after SIGTERM: in-flight requests and open connections
+    stop_timeout_s: float = 20.0                # after SIGTERM: SIGKILL; longer than drain_timeout_s
+    log_verbose: int = 0
+    model_control_mode: str = "none"
+    restricted_apis: Sequence[str] = RESTRICTED_APIS
+    # Python-backend shared memory per model instance, resident in /dev/shm (RAM) for the server's life: one
+    # batch of 8 is 8 x 197 x 576 fp32 embeddings (3.6 MB) plus 8 x 3 x 224 x 224 fp32 pixel values (4.8 MB);
+    # a request's inputs and outputs both live there. The 1 MB default would grow on every call; 64 MB cost
+    # 1.3 GB per server across its ~20 instances.
+    shm_default_byte_size: int = 24 * MiB
+    shm_growth_byte_size: int = 16 * MiB
+    backend_config: Sequence[str] = ()          # extra "<backend>,<key>=<value>" settings
+    backend_directory: Path | None = None       # default: a per-version cache folder
+    log_file: Path | None = None                # server stdout+stderr; default: a temporary file
+    # Linux: SIGTERM the server when the thread that started it dies, so a killed test run or CLI leaves
+    # no orphan server holding ports. Start it from a long-lived thread (the main thread).
+    die_with_parent: bool = True
+
+
+class TritonServer:
+    """One tritonserver process: ``start()``, ``wait_ready()``, ``stop()``, or use it as a context manager."""
+
+    def __init__(self, options: ServerOptions, *, paths: TritonPaths | None = None) -> None:
+        self.options = options
+        self.paths = paths or find_triton_paths()
+        self.admin_key = secrets.token_urlsafe(32)
+        self.process: subprocess.Popen | None = None
+        self._started_at = time.time()
+        self.log_path = options.log_file or Path(tempfile.mkdtemp(prefix="tritonserver-")) / "server.log"
+
+    # Endpoints and the headers that unlock the restricted APIs.
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.options.host}:{self.options.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.options.host}:{self.options.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.metrics_port}/metrics"
+
+    @property
+    def admin_http_headers(self) -> dict[str, str]:
+        return {ADMIN_HEADER: self.admin_key}
+
+    @property
+    def admin_grpc_headers(self) -> dict[str, str]:
+        return {GRPC_ADMIN_HEADER: self.admin_key}
+
+    def _restricted_flags(self) -> list[str]:
+        # Triton 2.51 syntax: <api>,<api>,...:<header>=<value>. The key is visible in /proc/<pid>/cmdline
+        # to local users (Triton has no file option), so it guards the network, not the machine.
+        if not self.options.restricted_apis:
+            return []
+        group = f"{','.join(self.options.restricted_apis)}:{ADMIN_HEADER}={self.admin_key}"
+        return [f"--grpc-restricted-protocol={group}", f"--http-restricted-api={group}"]
+
+    def command(self, backend_directory: Path) -> list[str]:
+        o = self.options
+        command = [
+            str(self.paths.server),
+            f"--model-repository={Path(o.model_repository).resolve()}",
+            f"--backend-directory={backend_directory}",
+            f"--model-control-mode={o.model_control_mode}",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            f"--exit-timeout-secs={o.drain_timeout_s}",   # then it exits with code 1
+            f"--log-verbose={o.log_verbose}",
+            f"--grpc-address={o.host}", f"--grpc-port={o.grpc_port}",
+            f"--http-address={o.host}", f"--http-port={o.http_port}",
+            f"--metrics-address={o.host}", f"--metrics-port={o.metrics_port}",
+            f"--backend-config=python,shm-default-byte-size={o.shm_default_byte_size}",
+            f"--backend-config=python,shm-growth-byte-size={o.shm_growth_byte_size}",
+        ]
+        command += [f"--backend-config={setting}" for setting in o.backend_config]
+        return command + self._restricted_flags()
+
+    def start(self) -> None:
+        if self.process is not None:
+            raise TritonServerError(f"tritonserver already started (pid {self.process.pid})")
+        backend_directory = prepare_backend_dir(self.paths, self.options.backend_directory)
+        self._started_at = time.time()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log_file:
+            # A new session: Ctrl-C in a terminal reaches only us (we forward it), and stop() can kill
+            # the python-backend stubs with the server as one process group.
+            self.process = subprocess.Popen(
+                self.command(backend_directory), env=server_environment(self.paths),
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=_term_when_parent_dies if self.options.die_with_parent else None)
+        log.info("started tritonserver pid %d, log %s", self.process.pid, self.log_path)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no server log)"
+
+    def _http(self, method: str, path: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"http://{self.http_url}{path}", method=method,
+                                         headers=self.admin_http_headers,
+                                         data=b"{}" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def model_index(self) -> list[dict]:
+        """The repository index: [{"name", "version", "state", "reason"}, ...] (needs the admin key)."""
+        status, body = self._http("POST", "/v2/repository/index")
+        if status != 200:
+            raise TritonServerError(f"repository index returned HTTP {status}: {body[:300]!r}")
+        return json.loads(body)
+
+    def _not_ready(self) -> list[str]:
+        """What is not ready yet: empty when the server and every model in the index are ready."""
+        try:
+            if self._http("GET", "/v2/health/ready")[0] != 200:
+                return ["server"]
+            names = sorted({model["name"] for model in self.model_index()})
+            return [name for name in names if self._http("GET", f"/v2/models/{name}/ready")[0] != 200]
+        except (urllib.error.URLError, ConnectionError, TimeoutError, TritonServerError) as error:
+            return [f"server ({error})"]
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Poll health and each model's readiness; fail fast with the log tail if the server dies."""
+        timeout_s = self.options.startup_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise TritonServerError(f"tritonserver exited (code {code}) before it was ready; "
+                                        f"log tail:\n{self.log_tail()}")
+            pending = self._not_ready()
+            if not pending:
+                log.info("tritonserver ready: grpc %s, http %s", self.grpc_url, self.http_url)
+                return
+            if time.monotonic() > deadline:
+                raise TritonServerError(f"tritonserver not ready after {timeout_s:.0f} s (waiting for "
+                                        f"{', '.join(pending)}); log tail:\n{self.log_tail()}")
+            time.sleep(0.25)
+
+    def _kill_group(self) -> None:
+        try:  # stubs left behind by a killed server share its process group
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Signal the server (SIGTERM lets it drain), SIGKILL the group after ``stop_timeout_s``."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            log.info("stopping tritonserver pid %d", self.process.pid)
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=self.options.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver pid %d ignored signal %d; killing it", self.process.pid, sig)
+        self._kill_group()
+        code = self.process.wait()
+        _wait_for_group_exit(self.process.pid, timeout_s=5.0)     # stubs unmap their regions as they die
+        removed = remove_orphaned_shm(since=self._started_at)
+        if removed:     # a server that had to be killed cannot unlink its regions, and /dev/shm is RAM
+            log.warning("removed %d orphaned shared-memory regions from %s", removed, SHM_DIR)
+        return code
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def serve_forever(self, out: TextIO = sys.stdout) -> int:
+        """CLI helper: start, wait ready, write the endpoints to ``out``, run until SIGINT/SIGTERM.
+
+        Returns the server's exit code. Ctrl-C during startup raises KeyboardInterrupt (server stopped).
+        """
+        with self, _stop_signals() as received:
+            out.write(f"tritonserver ready\n  grpc    {self.grpc_url}\n  http    {self.http_url}\n"
+                      f"  metrics {self.metrics_url}\n  log     {self.log_path}\n")
+            out.flush()
+            while not received and self.process.poll() is None:
+                time.sleep(0.2)
+            if not received:
+                raise TritonServerError(f"tritonserver exited (code {self.process.returncode}); "
+                                        f"log tail:\n{self.log_tail()}")
+            return self.stop(received[0])  # forward the signal the user sent: SIGTERM and SIGINT both drain
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """Record SIGINT/SIGTERM in the yielded list instead of dying; restore the old handlers after."""
+    received: list[int] = []
+    handlers = {s: signal.signal(s, lambda signum, _frame: received.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,310 @@
+"""The generator's scheduler: one thread keeps a batch decoding while requests join and leave it.
+
+`submit` (called from Triton's execute) only queues a request and returns; the scheduler thread validates it,
+turns it into decoder rows (one per row and task of a compound query), admits rows into free slots of the
+live batch between decode steps, runs the steps, and calls the request's `deliver` once with all its answers
+(or once with its error) when its last row finishes. Nobody waits for a batch to drain: a VQA answer of 10
+tokens leaves while a 150-token detection decodes on.
+
+Bounds: at most `max_live_rows` rows decode at once (rows past it wait for a free slot, first come first
+served) and at most `max_waiting_requests` requests wait to be admitted; `submit` refuses more with
+`ServerBusyError`. The model and the tokenizer are used from the scheduler thread only.
+
+Prompts are prefilled on a second thread (`overlap_prefill`, on by default): a full-size prompt takes ~0.5 s,
+which on the scheduler thread would stall every live row for as long; on its own thread it runs on another
+core while the live rows decode (the decoder releases the GIL in its kernels, and with one torch thread each
+the two threads do not contend for a pool), and the prefilled rows join the batch between two steps. Rows
+being prefilled hold their slot, so `max_live_rows` still bounds the rows that decode at once.
+
+`precision` picks the decoder's weight format: "fp32" (HF's greedy tokens exactly) or the opt-in "bf16" /
+"int8", faster with an accuracy cost (`minivlm/decoder.py`, docs/benchmarks.md).
+
+Streaming (`submit(..., on_text=...)`, one-row requests): after each step the new text of the request's first
+answer part goes to `on_text` (raw decoded text, held back while it ends inside a multi-byte character; the
+pieces join to that part's whole raw text); the final answer still comes once through `deliver`, after the
+last piece. Static batches send the text in one piece when the row finishes.
+
+`continuous=False`, or a model the fast decoder does not implement (HF's forward, a GPU), gives the static
+fallback: the rows waiting when the previous batch finished decode together to the end.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from minivlm.decoding.batch import ContinuousBatch, Job, Prefilled, StaticBatch
+from minivlm.decoding.llama_decoder import Precision, fast_decoder, supports_fast_decoder
+from minivlm.decoding.sampling import Generation
+from minivlm.errors import InputError, ServerBusyError
+from minivlm.serving.config import GeneratorEngineConfig
+from minivlm.serving.generator_engine import GenerationRequest, GenerationResult, GeneratorEngine, warm_up_request
+
+log = logging.getLogger(__name__)
+
+
+Deliver = Callable[[list[GenerationResult] | BaseException], None]
+
+
+@dataclass(eq=False)
+class _Ticket:
+    """One submitted request: its rows, their plans, the generations that came back so far."""
+    rows: list[GenerationRequest]
+    deliver: Deliver
+    plans: list = field(default_factory=list)
+    jobs: deque[Job] = field(default_factory=deque)         # not admitted yet
+    generations: dict[tuple[int, int], Generation] = field(default_factory=dict)
+    expected: int = 0
+    delivered: bool = False      # answered or failed: rows of it still decoding are ignored
+    on_text: Callable[[str], None] | None = None    # streaming: the next piece of its first part's text
+    streamed: str = ""           # the text sent to on_text so far
+
+
+class Scheduler:
+    def __init__(self, engine: GeneratorEngine, *, max_live_rows: int = 16, max_waiting_requests: int = 64,
+                 continuous: bool = True, overlap_prefill: bool = True, precision: Precision = "fp32"):
+        if max_waiting_requests < 1:
+            raise ValueError(f"max_waiting_requests must be >= 1, got {max_waiting_requests}")
+        self.engine, self.max_live_rows, self.max_waiting_requests = engine, max_live_rows, max_waiting_requests
+        self.continuous = continuous and supports_fast_decoder(engine.language_model)
+        self.overlap_prefill = overlap_prefill and self.continuous
+        if precision != "fp32" and not self.continuous:     # HF's forward has no such weight format
+            raise ValueError(f"decoder precision {precision!r} needs continuous batching on the CPU fast decoder; "
+                             f"this generator {'runs static batches' if continuous else 'has batching=static'}")
+        self.precision = precision
+        self.batch = self._new_batch()
+        self._cond = threading.Condition()
+        self._inbox: list[_Ticket] = []          # submitted, not seen by the thread yet (under _cond)
+        self._waiting = 0                        # submitted, some rows not admitted yet (under _cond)
+        self._queue: deque[_Ticket] = deque()    # planned, some rows not admitted yet (thread only)
+        self._active: set[_Ticket] = set()       # some rows admitted, not delivered yet (thread only)
+        self._prefilling = 0                     # rows handed to the prefill thread, not joined yet (thread only)
+        self._prefilled: list[tuple[list[Job], Prefilled | BaseException]] = []   # back from it (under _cond)
+        self._to_prefill: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="generator-scheduler", daemon=True)
+        self._prefill_thread = threading.Thread(target=self._prefill_loop, name="generator-prefill", daemon=True)
+
+    @classmethod
+    def from_config(cls, engine: GeneratorEngine, config: GeneratorEngineConfig) -> Scheduler:
+        """batching: prefill on its own thread ("continuous"), on the scheduler's ("continuous_inline"), or
+        static batches."""
+        return cls(engine, max_live_rows=config.max_live_rows, max_waiting_requests=config.max_waiting_requests,
+                   continuous=config.batching != "static", overlap_prefill=config.batching == "continuous",
+                   precision=config.decoder_precision)
+
+    @property
+    def mode(self) -> str:
+        if not self.continuous:
+            return "static"
+        return "continuous" if self.overlap_prefill else "continuous_inline"
+
+    def _new_batch(self) -> ContinuousBatch | StaticBatch:
+        lm, eos = self.engine.language_model, int(self.engine.tokenizer.eos_token_id)
+        if self.continuous:
+            return ContinuousBatch(fast_decoder(lm, precision=self.precision), eos, max_rows=self.max_live_rows)
+        return StaticBatch(lm, eos, max_rows=self.max_live_rows)
+
+    # --- the caller's side ------------------------------------------------------------------------------------
+    def start(self) -> Scheduler:
+        if self.overlap_prefill:
+            self._prefill_thread.start()
+        self._thread.start()
+        return self
+
+    def submit(self, rows: list[GenerationRequest], deliver: Deliver, *,
+               on_text: Callable[[str], None] | None = None) -> None:
+        """Queue one request (its rows answer together); `deliver` is called once, from the scheduler thread.
+        `on_text` (one-row requests only) streams its text as it is decoded, from the same thread."""
+        if on_text is not None and len(rows) != 1:
+            raise InputError(f"streaming needs one row per request, got {len(rows)}")
+        with self._cond:
+            if self._closed:
+                raise ServerBusyError("the generator is shutting down")
+            if self._waiting >= self.max_waiting_requests:
+                raise ServerBusyError(f"{self._waiting} requests are waiting for a decoding slot "
+                                      f"(max_waiting_requests={self.max_waiting_requests}); retry later")
+            self._inbox.append(_Ticket(list(rows), deliver, on_text=on_text))
+            self._waiting += 1
+            self._cond.notify()
+
+    def warm_up(self, *, timeout_s: float = 600.0) -> None:
+        """One short request through the running thread: the first real one pays no lazy initialization."""
+        done, outcome = threading.Event(), []
+        self.submit([warm_up_request(self.engine.language_model.config.hidden_size)],
+                    lambda result: (outcome.append(result), done.set()))
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"the scheduler's warm-up took over {timeout_s} s")
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+
+    def close(self, *, timeout_s: float = 30.0) -> None:
+        """Stop after the current step; requests not answered yet get a ServerBusyError."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        self._to_prefill.put(None)
+        if self._prefill_thread.is_alive():
+            self._prefill_thread.join(timeout_s)
+
+    # --- the scheduler thread ---------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._closed or self._inbox or self._prefilled or self._has_work()):
+                    self._cond.wait()
+                if self._closed:
+                    break
+                new, self._inbox = self._inbox, []
+                prefilled, self._prefilled = self._prefilled, []
+            for ticket in new:
+                self._plan(ticket)
+            try:
+                for jobs, outcome in prefilled:
+                    self._join(jobs, outcome)
+                self._admit()
+                finished = self.batch.step()
+            except Exception as error:  # a decoding fault: the requests in the batch fail, the rest go on
+                log.exception("generator batch failed")
+                self._fail(list(self._active), error)
+                self.batch = self._new_batch()
+                continue
+            for key, generation in finished:
+                self._finish(key, generation)
+            self._stream_text()
+        self._fail(list(self._active) + list(self._queue) + self._inbox,
+                   ServerBusyError("the generator is shutting down"))
+
+    def _stream_text(self) -> None:
+        """Each streaming request's new text since the last step (continuous batches: static ones have no rows
+        decoding between steps, their text goes in one piece when the row finishes)."""
+        if self.continuous:
+            for row in self.batch.rows:
+                self._stream_piece(row.key, row.tokens)
+
+    def _stream_piece(self, key: tuple[_Ticket, int, int], tokens, *, last: bool = False) -> None:
+        ticket, index, part = key
+        if ticket.on_text is None or ticket.delivered or (index, part) != (0, 0):
+            return
+        text = self.engine.tokenizer.decode(list(tokens), skip_special_tokens=True)
+        # a token may end inside a multi-byte character, or re-decode earlier text: wait for more tokens
+        if len(text) == len(ticket.streamed) or not text.startswith(ticket.streamed) or \
+                (text.endswith("\ufffd") and not last):
+            return
+        piece, ticket.streamed = text[len(ticket.streamed):], text
+        try:
+            ticket.on_text(piece)
+        except Exception:  # the stream is gone (client left): the final answer will find out too
+            log.exception("streaming generator text failed")
+
+    def _has_work(self) -> bool:
+        """Rows to step, or rows waiting with a free slot to go to (thread only)."""
+        return bool(self.batch.rows) or (bool(self._queue) and self._free_slots() > 0)
+
+    def _free_slots(self) -> int:
+        return self.batch.free_rows - self._prefilling
+
+    def _plan(self, ticket: _Ticket) -> None:
+        """Validate and build the request's rows; a request with any bad row gets one error."""
+        try:
+            if not ticket.rows:
+                raise InputError("the request has no rows")
+            ticket.plans = [self.engine.plan(row) for row in ticket.rows]
+            for index, (row, plan) in enumerate(zip(ticket.rows, ticket.plans)):
+                ticket.jobs.extend(Job((ticket, index, part), job.prefix, job.params)
+                                   for part, job in enumerate(self.engine.jobs(row, plan)))
+        except Exception as error:  # InputError, or a bug: this request alone, the thread goes on
+            if not isinstance(error, InputError):
+                log.exception("planning a generator request failed")
+            self._settled()
+            self._deliver(ticket, error)
+            return
+        ticket.expected = len(ticket.jobs)
+        self._queue.append(ticket)
+
+    def _admit(self) -> None:
+        """First come first served: whole requests in order, split across steps when slots run out. With
+        `overlap_prefill` each request's rows go to the prefill thread (one prefill each, so the first request
+        joins without waiting for the others' prompts); otherwise they are prefilled here."""
+        chunks, free = [], self._free_slots()
+        while self._queue and free > 0:
+            ticket = self._queue[0]
+            chunk = [ticket.jobs.popleft() for _ in range(min(free, len(ticket.jobs)))]
+            chunks.append(chunk)
+            free -= len(chunk)
+            self._active.add(ticket)
+            if not ticket.jobs:
+                self._queue.popleft()
+                self._settled()
+        if not self.overlap_prefill:
+            self.batch.admit([job for chunk in chunks for job in chunk])
+            return
+        for chunk in chunks:
+            self._prefilling += len(chunk)
+            self._to_prefill.put(chunk)
+
+    def _join(self, jobs: list[Job], outcome: Prefilled | BaseException) -> None:
+        """Rows back from the prefill thread join the batch, unless their request already failed."""
+        self._prefilling -= len(jobs)
+        tickets = list(dict.fromkeys(job.key[0] for job in jobs))
+        if isinstance(outcome, BaseException):     # this request alone: its neighbours decode on
+            self._fail(tickets, outcome)
+        elif not all(ticket.delivered for ticket in tickets):
+            self.batch.join(outcome)
+
+    # --- the prefill thread -----------------------------------------------------------------------------------
+    def _prefill_loop(self) -> None:
+        while (jobs := self._to_prefill.get()) is not None:
+            try:
+                outcome = self.batch.prefill(jobs)
+            except Exception as error:  # noqa: BLE001 - goes back to the scheduler thread, which fails the request
+                log.exception("prefilling a generator request failed")
+                outcome = error
+            with self._cond:
+                self._prefilled.append((jobs, outcome))
+                self._cond.notify()
+
+    def _finish(self, key: tuple[_Ticket, int, int], generation: Generation) -> None:
+        ticket, row, part = key
+        if ticket.delivered:                      # failed while this row decoded on
+            return
+        self._stream_piece(key, generation.token_ids, last=True)     # the rest of a streamed text
+        ticket.generations[row, part] = generation
+        if len(ticket.generations) < ticket.expected:
+            return
+        self._active.discard(ticket)
+        try:
+            results = [self.engine.result(request, plan, [ticket.generations[i, k] for k in range(len(plan.parts))])
+                       for i, (request, plan) in enumerate(zip(ticket.rows, ticket.plans))]
+        except Exception as error:  # a bug in answer building fails this request only
+            log.exception("building the generator's answer failed")
+            results = error
+        self._deliver(ticket, results)
+
+    def _fail(self, tickets: list[_Ticket], error: BaseException) -> None:
+        for ticket in dict.fromkeys(tickets):     # once each, in order
+            if ticket.delivered:                  # failed already (its prefill), rows of it decoded on
+                continue
+            self._active.discard(ticket)
+            if ticket in self._queue:
+                self._queue.remove(ticket)
+                self._settled()
+            self._deliver(ticket, error)
+
+    def _settled(self) -> None:
+        """A request left the waiting count: all its rows were admitted, or it failed before they were."""
+        with self._cond:
+            self._waiting -= 1
+
+    @staticmethod
+    def _deliver(ticket: _Ticket, outcome) -> None:
+        ticket.delivered = True
+        try:
+            ticket.deliver(outcome)
+        except Exception:  # the response could not be sent (client gone): nothing else to tell
+            log.exception("delivering a generator answer failed")

@@ -1,0 +1,206 @@
+"""`vlm bench` and `vlm perf-inputs`; the main `vlm` CLI registers them through `add_bench_subcommands`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from vlm_client import protocol as P
+from vlm_tools.bench.workload import parse_mix
+
+DEFAULT_MIX = "caption=1,od=1,vqa=1"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    from vlm_tools.bench.served import parse_mode
+
+    modes = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    if not modes:
+        raise argparse.ArgumentTypeError(f"expected one or more served modes, got {text!r}")
+    for mode in modes:
+        try:
+            parse_mode(mode)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return modes
+
+
+def _mix(text: str) -> dict[str, int]:
+    try:
+        return parse_mix(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minivlm" / "bench"
+
+
+def add_bench_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="throughput of the notebook pipeline, transformers generate and the served ensemble",
+        description="Full-size architecture (ViT-base + SmolLM-135M shapes, random weights), a mixed workload "
+                    "with fixed output lengths (caption 40, OD 150, VQA 10 tokens), compared with each other "
+                    "and with the machine's measured memory-bandwidth / matmul bound.")
+    parser.add_argument("-o", "--output", type=Path, default=Path("bench-results"), metavar="DIR",
+                        help="folder for bench.json and bench.png (default ./bench-results)")
+    parser.add_argument("--cache-dir", type=Path, default=_default_cache(),
+                        help="where the full-size model repository is built once and reused")
+    parser.add_argument("--mix", type=_mix, default=parse_mix(DEFAULT_MIX), help=f"task weights ({DEFAULT_MIX})")
+    parser.add_argument("--requests", type=int, default=12, metavar="N",
+                        help="requests per served concurrency level, rounded up to whole rounds of the mix "
+                             "and to at least the concurrency (default 12)")
+    parser.add_argument("--concurrency", type=_ints, default=(1, 4, 8, 16), metavar="C,C,...",
+                        help="served concurrency levels (default 1,4,8,16)")
+    parser.add_argument("--generate-requests", type=int, default=None, metavar="N",
+                        help="requests for transformers generate (default: one round of the mix)")
+    parser.add_argument("--notebook-requests", type=int, default=1, metavar="N",
+                        help="notebook requests measured end to end, cheapest first (default 1); the workload "
+                             "is extrapolated from timed steps, ~0.4 s+ per token")
+    parser.add_argument("--skip-notebook", action="store_true", help="leave out the notebook pipeline")
+    parser.add_argument("--skip-generate", action="store_true", help="leave out transformers generate")
+    parser.add_argument("--skip-served", action="store_true", help="leave out the served ensemble")
+    parser.add_argument("--served-batching", type=_modes, default=("continuous",), metavar="MODE,...",
+                        help="generator modes to serve, one server each, BATCHING[:PRECISION]: continuous "
+                             "(default), continuous_inline (prompts prefilled on the decoding thread), static (the "
+                             "batches that run until their longest request ends); PRECISION fp32 (default), bf16 or "
+                             "int8 (the decoder's weights; accuracy: vlm_tools.bench.decode_step, vlm demo-eval); "
+                             "+stream: clients stream (vlm_stream) and time to first token is measured; e.g. "
+                             "continuous,continuous_inline,continuous:int8,continuous+stream")
+    parser.add_argument("--decode-batches", type=_ints, default=(1, 8), metavar="B,B,...",
+                        help="batch sizes for the in-process decode-step measurement (default 1,8)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads in this process (default 1: on a shared 2-core machine a second "
+                             "thread stalls at every parallel region while another process holds a core)")
+    parser.add_argument("--server-threads", type=int, default=1, metavar="N",
+                        help="intra-op threads of the served generator and vision encoder, written into the "
+                             "cached repository (default 1, like --threads; 0 keeps the repository's settings)")
+    parser.add_argument("--seed", type=int, default=0, help="weights and workload seed (default 0)")
+    parser.add_argument("--json", action="store_true", help="print the JSON report instead of tables")
+    parser.add_argument("--from-json", type=Path, metavar="BENCH_JSON",
+                        help="measure nothing: print the tables of a saved bench.json and redraw its plot "
+                             "(written next to it)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_bench_command)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from vlm_tools.bench.report import (
+        format_bounds,
+        format_profile,
+        format_table,
+        from_json,
+        to_json,
+        write_json,
+        write_plot,
+    )
+    from vlm_tools.bench.run import BenchOptions, run_bench
+
+    if args.from_json:
+        report = from_json(json.loads(args.from_json.read_text()))
+        write_plot(report, args.from_json.with_name("bench.png"))
+        print(format_bounds(report), format_table(report), format_profile(report), sep="\n\n")
+        return 0
+    torch.set_num_threads(args.threads)
+    report = run_bench(BenchOptions(
+        cache_dir=args.cache_dir, log_dir=args.cache_dir / "server-logs", mix=args.mix, requests=args.requests,
+        concurrency=args.concurrency, generate_requests=args.generate_requests,
+        notebook_requests=args.notebook_requests, skip_notebook=args.skip_notebook,
+        skip_generate=args.skip_generate, skip_served=args.skip_served, served_batching=args.served_batching,
+        decode_batches=args.decode_batches,
+        server_threads=args.server_threads or None, threads=args.threads,
+        seed=args.seed, progress=not args.no_progress, command=shlex.join(["vlm", *sys.argv[1:]])))
+    write_json(report, args.output / "bench.json")
+    write_plot(report, args.output / "bench.png")
+    if args.json:
+        print(json.dumps(to_json(report), indent=2, default=str))
+        return 0
+    print(format_bounds(report), format_table(report), format_profile(report), sep="\n\n")
+    print(f"\nwrote {args.output / 'bench.json'} and {args.output / 'bench.png'}")
+    return 0
+
+
+def add_perf_inputs_command(subparsers) -> None:
+    from vlm_tools.bench.perf_inputs import MODELS
+
+    parser = subparsers.add_parser(
+        "perf-inputs", help="write a perf_analyzer --input-data JSON file with real images and queries",
+        description="BYTES elements are base64 with Triton's 4-byte little-endian length prefix, as "
+                    "perf_analyzer expects for {\"b64\": ...} data.")
+    parser.add_argument("--output", type=Path, required=True, metavar="FILE", help="JSON file to write")
+    parser.add_argument("--model", choices=sorted(MODELS), default=P.ENSEMBLE,
+                        help="whose inputs to write (default vlm)")
+    parser.add_argument("--mix", type=_mix, default=parse_mix(DEFAULT_MIX), help=f"task weights ({DEFAULT_MIX})")
+    parser.add_argument("--count", type=int, default=12, metavar="N", help="elements (requests), default 12")
+    parser.add_argument("--fixed-length", action="store_true",
+                        help="add max_new_tokens (the task's limit) and temperature 0 to every request")
+    parser.add_argument("--embeds-shape", type=_ints, default=(197, 576), metavar="POSITIONS,HIDDEN",
+                        help="generator only: image_embeds shape (default 197,576 = full size)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=run_perf_inputs_command)
+
+
+def run_perf_inputs_command(args: argparse.Namespace) -> int:
+    from vlm_tools.bench.perf_inputs import write_perf_inputs
+
+    if len(args.embeds_shape) != 2:
+        raise SystemExit(f"--embeds-shape needs POSITIONS,HIDDEN, got {args.embeds_shape}")
+    path = write_perf_inputs(args.output, model=args.model, count=args.count, mix=args.mix, seed=args.seed,
+                             fixed_length=args.fixed_length, embeds_shape=args.embeds_shape)
+    print(f"wrote {args.count} {args.model} requests to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def add_router_bench_command(subparsers) -> None:
+    parser = subparsers.add_parser("router-bench", help="per-query latency of an exported router graph")
+    parser.add_argument("onnx", type=Path)
+    parser.add_argument("--tokenizer", type=Path)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--intra-op-threads", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(func=run_router_bench_command)
+
+
+def run_router_bench_command(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from vlm_tools.bench.router import benchmark_router, format_bench
+
+    result = benchmark_router(args.onnx, args.tokenizer, n_queries=args.queries,
+                              intra_op_threads=args.intra_op_threads)
+    print(json.dumps(asdict(result), indent=2) if args.json else format_bench(result))
+    return 0
+
+
+def add_bench_subcommands(subparsers) -> None:
+    add_bench_command(subparsers)
+    add_perf_inputs_command(subparsers)
+    add_router_bench_command(subparsers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vlm_tools.bench COMMAND ...`, the same as `vlm COMMAND ...`."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="python -m vlm_tools.bench")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    add_bench_subcommands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)

@@ -1,0 +1,1 @@
+"""Routing data, training of the MiniLM router heads, their evaluation (accuracy, calibration, compound)."""

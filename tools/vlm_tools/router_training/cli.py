@@ -1,0 +1,118 @@
+"""`vlm router-*` subcommands: train and evaluate the task router (`vlm router-export` is the
+runtime's, `vlm router-bench` the bench's).
+
+The main `vlm` entry point calls `add_router_subcommands(subparsers)`; each subcommand sets `func(args) -> int`.
+`main(argv)` runs the same subcommands standalone: `python -m vlm_tools.router_training.cli router-eval ...`.
+Heavy imports happen inside the handlers so `vlm --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from vlm_tools.router_training.data import COMPOUND_HELDOUT_PATH, COMPOUND_TRAIN_PATH, HELDOUT_PATH, TRAIN_PATH
+
+
+def add_router_subcommands(subparsers) -> None:
+    for add in (_add_train, _add_eval):
+        add(subparsers)
+
+
+def _add_train(subparsers) -> None:
+    train = subparsers.add_parser("router-train", help="train the MiniLM task router into a folder")
+    train.add_argument("-o", "--output", type=Path, required=True, help="router folder to write")
+    train.add_argument("--data", type=Path, default=TRAIN_PATH, help="training jsonl")
+    train.add_argument("--compound-data", type=Path, default=COMPOUND_TRAIN_PATH,
+                       help="multi-label jsonl for the scores head, with --data's single-task queries")
+    train.add_argument("--heldout", type=Path, default=HELDOUT_PATH, help="jsonl evaluated after training")
+    train.add_argument("--compound-heldout", type=Path, default=COMPOUND_HELDOUT_PATH,
+                       help="multi-label jsonl evaluated after training")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--head-steps", type=int, default=300)
+    train.add_argument("--calibration-fraction", type=float, default=0.2)
+    _common(train, _cmd_train)
+
+
+def _add_eval(subparsers) -> None:
+    evaluate = subparsers.add_parser("router-eval", help="evaluate a router (.pt, MiniLM folder or .onnx)")
+    evaluate.add_argument("router", type=Path)
+    evaluate.add_argument("--data", type=Path, default=HELDOUT_PATH, help="single-task jsonl")
+    evaluate.add_argument("--compound", type=Path, default=COMPOUND_HELDOUT_PATH,
+                          help="multi-label jsonl for compound detection")
+    evaluate.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: beside the router)")
+    _common(evaluate, _cmd_eval)
+
+
+def _common(parser: argparse.ArgumentParser, func) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.set_defaults(func=func)
+
+
+def _setup(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("onnxscript", "onnx_ir", "torch", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _emit(args, payload: dict, text: str) -> int:
+    print(json.dumps(payload, indent=2, default=str) if args.json else text)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from vlm_tools.router_training.train import TrainConfig, train_minilm_router
+
+    _setup(args)
+    config = TrainConfig(seed=args.seed, head_steps=args.head_steps, calibration_fraction=args.calibration_fraction)
+    report = train_minilm_router(args.output, train_path=args.data, compound_path=args.compound_data,
+                                 config=config, progress=not args.json)
+    heldout, compound, text = _evaluate(args.output, args.heldout, args.compound_heldout, None)
+    text = (f"trained {report.output_dir} in {report.seconds:.1f} s: T={report.temperature:.3f}, calibration "
+            f"ECE {report.ece_before:.4f} -> {report.ece_after:.4f}; scores head: exact task sets "
+            f"{report.compound_train_exact:.4f} on {report.n_compound_train} compound-file rows, calibration "
+            f"queries flagged compound {report.calibration_flagged_compound:.4f}\n\nheld-out ({args.heldout}, "
+            f"{args.compound_heldout}):\n" + text)
+    return _emit(args, {"train": asdict(report), "heldout": asdict(heldout), "compound": asdict(compound)}, text)
+
+
+def _cmd_eval(args) -> int:
+    _setup(args)
+    report, compound, text = _evaluate(args.router, args.data, args.compound, args.tokenizer)
+    return _emit(args, {**asdict(report), "compound": asdict(compound)}, text)
+
+
+def _evaluate(router: Path, data: Path, compound_data: Path, tokenizer: Path | None):
+    """Single-task and compound reports from one loaded router, and their text."""
+    from vlm_tools.router_training.data import load_examples, load_multilabel
+    from vlm_tools.router_training.evaluate import (
+        evaluate_compound,
+        evaluate_probs,
+        format_compound_report,
+        format_report,
+        load_predictor,
+    )
+
+    predict = load_predictor(router, tokenizer_dir=tokenizer)
+    examples, compound_examples = load_examples(data), load_multilabel(compound_data)
+    output = predict(examples.texts)
+    report = evaluate_probs(output.probs, examples, output.scores)
+    compound = evaluate_compound(predict(compound_examples.texts).scores, compound_examples)
+    return report, compound, format_report(report) + "\n\n" + format_compound_report(compound)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vlm", description="task router tools")
+    add_router_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
