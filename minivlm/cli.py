@@ -53,12 +53,16 @@ def add_export_command(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from minivlm.export.repository import BuildOptions, build_repository
+    from minivlm.export.repository import BuildOptions, ExportStepError, build_repository
 
-    report = build_repository(BuildOptions(
-        checkpoint_dir=args.checkpoint_dir, output=args.output, vision_model=args.vision_model,
-        language_model=args.language_model, router=args.router, onnx_backend=args.onnx_backend,
-        device=args.device, decoder_precision=args.decoder_precision))
+    try:
+        report = build_repository(BuildOptions(
+            checkpoint_dir=args.checkpoint_dir, output=args.output, vision_model=args.vision_model,
+            language_model=args.language_model, router=args.router, onnx_backend=args.onnx_backend,
+            device=args.device, decoder_precision=args.decoder_precision))
+    except (ExportStepError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"model repository written to {report.output} ({report.onnx_backend} ONNX backend, {report.device}, "
           f"{args.decoder_precision} decoder)")
     for graph, diffs in report.max_abs_diff.items():

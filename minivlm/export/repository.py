@@ -8,9 +8,11 @@ server) or `onnxruntime` (Triton's native backend: the NGC image); another picks
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,35 +76,77 @@ def build_repository(options: BuildOptions) -> BuildReport:
     from minivlm.export.vision_encoder import export_vision_encoder
     from minivlm.model.artifacts import write_generator_artifacts
 
-    output = options.output
-    steps = tqdm(total=5, desc="export", unit="step")
-    vlm = load_vlm(options.checkpoint_dir, vision_model=options.vision_model,
-                   language_model=options.language_model)
-    steps.update()
-    copy_template(output)
-    steps.update()
+    output = Path(options.output)
+    check_replaceable(output)
+    staging = output.with_name(f".{output.name}.building-{os.getpid()}")   # beside it: same file system
+    shutil.rmtree(staging, ignore_errors=True)
     report = BuildReport(str(output), options.onnx_backend, options.device, options.router,
                          options.decoder_precision, template_fingerprint())
-    vision = export_vision_encoder(vlm.vision, output / protocol.VISION_ENCODER / "1" / "model.onnx")
-    report.max_abs_diff[protocol.VISION_ENCODER] = vision.max_abs_diff
-    steps.update()
-    report.max_abs_diff[protocol.ROUTER] = _export_router(options, output)
-    steps.update()
-    write_generator_artifacts(vlm, output / protocol.GENERATOR_ENGINE / "1")
-    apply_variant(output, onnx_backend=options.onnx_backend, device=options.device)
-    set_model_parameter(output, protocol.GENERATOR_ENGINE, "decoder_precision", options.decoder_precision)
-    (output / MANIFEST).write_text(json.dumps(asdict(report), indent=2))
-    steps.update()
-    steps.close()
+    steps = tqdm(total=5, desc="export", unit="step")
+    try:
+        with _step(steps, "load the checkpoint"):
+            vlm = load_vlm(options.checkpoint_dir, vision_model=options.vision_model,
+                           language_model=options.language_model)
+        with _step(steps, "copy the model repository template"):
+            copy_template(staging)
+        with _step(steps, f"export {protocol.VISION_ENCODER}"):
+            vision = export_vision_encoder(vlm.vision, staging / protocol.VISION_ENCODER / "1" / "model.onnx")
+            report.max_abs_diff[protocol.VISION_ENCODER] = vision.max_abs_diff
+        with _step(steps, f"export {protocol.ROUTER}"):
+            report.max_abs_diff[protocol.ROUTER] = _export_router(options, staging)
+        with _step(steps, f"write {protocol.GENERATOR_ENGINE}'s weights and configure the repository"):
+            write_generator_artifacts(vlm, staging / protocol.GENERATOR_ENGINE / "1")
+            apply_variant(staging, onnx_backend=options.onnx_backend, device=options.device)
+            set_model_parameter(staging, protocol.GENERATOR_ENGINE, "decoder_precision", options.decoder_precision)
+            (staging / MANIFEST).write_text(json.dumps(asdict(report), indent=2))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        steps.close()
+    _move_into_place(staging, output)
     return report
+
+
+class ExportStepError(RuntimeError):
+    """A step of `build_repository` failed; `step` names it, the cause is chained. Nothing was replaced."""
+
+    def __init__(self, step: str, cause: BaseException):
+        super().__init__(f"export failed at step '{step}': {type(cause).__name__}: {cause} "
+                         f"(nothing was written at the output)")
+        self.step = step
+
+
+@contextlib.contextmanager
+def _step(steps: tqdm, name: str):
+    steps.set_postfix_str(name)
+    try:
+        yield
+    except Exception as error:
+        raise ExportStepError(name, error) from error
+    steps.update()
+
+
+def check_replaceable(output: Path) -> None:
+    """Only an empty folder, or a repository this command built, may be replaced: checked before any work."""
+    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / MANIFEST).exists())):
+        raise FileExistsError(f"{output} exists and is not a repository this command built; refusing to overwrite")
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    """The finished repository replaces the old one with two renames; the old one is removed last."""
+    retired = output.with_name(f".{output.name}.replaced-{os.getpid()}")
+    if output.exists():
+        output.rename(retired)
+    staging.rename(output)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def copy_template(output: Path) -> None:
     if not TEMPLATE_DIR.is_dir():
         raise FileNotFoundError(f"model repository template not found at {TEMPLATE_DIR}")
-    if output.exists() and any(output.iterdir()):
-        if not (output / MANIFEST).exists():
-            raise FileExistsError(f"{output} exists and is not a repository this command built; refusing to overwrite")
+    check_replaceable(output)
+    if output.exists():
         shutil.rmtree(output)
     shutil.copytree(TEMPLATE_DIR, output, ignore=shutil.ignore_patterns(*_NOT_COPIED))
 

@@ -1,8 +1,10 @@
 """The notebook's LSTM task router and its `task_classifier.pt` checkpoint format.
 
-Checkpoint: {"state_dict": {embedding.weight, lstm.*, fc.*}, "config": {"hidden_dim", "num_tasks"}}; the
-vocabulary size and embedding width are read from `embedding.weight`. Loading is strict: every key and
-shape must match, or a CheckpointError names the offender.
+The module mirrors the notebook's `TaskClassifier` attribute for attribute (`embedding`, `lstm`, `classifier`),
+so its checkpoint loads as saved: {"state_dict": {embedding.weight, lstm.*, classifier.*}, "config":
+{"hidden_dim", "num_tasks"}}; the vocabulary size and embedding width are read from `embedding.weight`.
+Loading is strict: every key and shape must match, or a CheckpointError names the offender. Checkpoints this
+project wrote before it used the notebook's names (`fc.*`) are read too.
 """
 from __future__ import annotations
 
@@ -25,18 +27,18 @@ class LSTMRouter(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True, bidirectional=True)
-        self.fc = nn.Linear(hidden_dim * 2, num_tasks)
+        self.classifier = nn.Linear(hidden_dim * 2, num_tasks)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         # The notebook runs over all 32 positions, pads included; the mask is accepted for a uniform
         # router interface and deliberately ignored so outputs match the notebook's checkpoint.
         x = self.embedding(input_ids)                      # (B, T, E)
         _, (h, _) = self.lstm(x)                           # h: (2, B, H), forward then backward direction
-        return self.fc(torch.cat([h[-2], h[-1]], dim=1))   # (B, num_tasks)
+        return self.classifier(torch.cat([h[-2], h[-1]], dim=1))   # (B, num_tasks)
 
     @property
     def config(self) -> dict[str, int]:
-        return {"hidden_dim": self.lstm.hidden_size, "num_tasks": self.fc.out_features}
+        return {"hidden_dim": self.lstm.hidden_size, "num_tasks": self.classifier.out_features}
 
 
 def save_notebook_checkpoint(model: LSTMRouter, path: str | Path) -> Path:
@@ -48,7 +50,7 @@ def save_notebook_checkpoint(model: LSTMRouter, path: str | Path) -> Path:
 
 def load_notebook_checkpoint(path: str | Path) -> LSTMRouter:
     checkpoint = _read_checkpoint(Path(path))
-    config, state = checkpoint["config"], checkpoint["state_dict"]
+    config, state = checkpoint["config"], _notebook_names(checkpoint["state_dict"])
     if "embedding.weight" not in state:
         raise CheckpointError(f"{path}: state_dict has no 'embedding.weight' (needed for the vocabulary size)")
     vocab_size, embed_dim = state["embedding.weight"].shape
@@ -56,6 +58,13 @@ def load_notebook_checkpoint(path: str | Path) -> LSTMRouter:
     check_state_dict(model, state, source=str(path))
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def _notebook_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`fc.*` -> `classifier.*`, for the checkpoints this project's older versions wrote."""
+    if any(key.startswith("classifier.") for key in state):
+        return state
+    return {f"classifier.{key[3:]}" if key.startswith("fc.") else key: value for key, value in state.items()}
 
 
 def _read_checkpoint(path: Path) -> dict:

@@ -32,7 +32,7 @@ def test_round_trip_keeps_weights_and_outputs(tmp_path):
 def test_checkpoint_has_the_notebook_format(tmp_path):
     raw = torch.load(save_notebook_checkpoint(tiny_router(), tmp_path / "c.pt"), weights_only=True)
     assert set(raw) == {"state_dict", "config"} and raw["config"] == {"hidden_dim": 6, "num_tasks": 3}
-    assert {k.split(".")[0] for k in raw["state_dict"]} == {"embedding", "lstm", "fc"}
+    assert {k.split(".")[0] for k in raw["state_dict"]} == {"embedding", "lstm", "classifier"}   # the notebook's names
 
 
 def test_forward_ignores_the_mask_like_the_notebook():
@@ -67,8 +67,8 @@ def test_wrong_number_of_tasks(tmp_path):
 
 def test_missing_state_key(tmp_path):
     state = tiny_router().state_dict()
-    del state["fc.bias"]
-    with pytest.raises(CheckpointError, match=r"missing key 'fc.bias' \(expected shape \(3,\)\)"):
+    del state["classifier.bias"]
+    with pytest.raises(CheckpointError, match=r"missing key 'classifier.bias' \(expected shape \(3,\)\)"):
         load_notebook_checkpoint(write(tmp_path / "c.pt", {"state_dict": state, "config": CONFIG}))
 
 
@@ -80,8 +80,8 @@ def test_unexpected_state_key(tmp_path):
 
 def test_wrong_shape_names_key_and_both_shapes(tmp_path):
     state = tiny_router().state_dict()
-    state["fc.weight"] = torch.zeros(3, 10)
-    with pytest.raises(CheckpointError, match=r"'fc.weight' has shape \(3, 10\) .* expects \(3, 12\)"):
+    state["classifier.weight"] = torch.zeros(3, 10)
+    with pytest.raises(CheckpointError, match=r"'classifier.weight' has shape \(3, 10\) .* expects \(3, 12\)"):
         load_notebook_checkpoint(write(tmp_path / "c.pt", {"state_dict": state, "config": CONFIG}))
 
 
