@@ -93,7 +93,7 @@ def format_answer(answer: Answer) -> str:
     if "od" in answer.task.split("+"):
         repaired = "" if answer.json_valid else " (output JSON was repaired)"
         lines.append(f"objects  {len(answer.objects)}{repaired}")
-        lines += [f"  {o.label}  [{', '.join(f'{v:.3f}' for v in o.bbox)}]" for o in answer.objects]
+        lines += [f"  {o}" for o in answer.objects]
     if len(answer.parts) > 1:
         lines += [f"  [{part.task}] {part.text}" for part in answer.parts]
     lines.append(f"finish   {answer.finish_reason}, {answer.prompt_tokens} prompt + "

@@ -27,6 +27,10 @@ class DetectedObject:
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "bbox": list(self.bbox)}
 
+    def __str__(self) -> str:
+        """How every command prints a detection: `label  [x, y, w, h]`, three decimals."""
+        return f"{self.label}  [{', '.join(f'{v:.3f}' for v in self.bbox)}]"
+
 
 @dataclass(frozen=True)
 class AnswerPart:

@@ -104,9 +104,11 @@ class GeneratorEngine:
 
     def _choose_tasks(self, request: GenerationRequest, probs: np.ndarray, scores: np.ndarray | None
                       ) -> tuple[list[str], str, float]:
-        """A tag or override wins; then a compound query; then the router's best guess, flagged if unsure."""
+        """A tag or override wins; then a compound query; then the router's best guess, flagged if unsure.
+        The confidence is one thing for every source: how sure the server is that this is the task the client
+        asked for. 1.0 when the client named it; the router's calibrated probability otherwise."""
         if request.forced_task != NO_TASK:
-            return [TASKS[request.forced_task]], request.forced_by, float(probs[request.forced_task])
+            return [TASKS[request.forced_task]], request.forced_by, 1.0
         if scores is not None and np.sum(scores >= self.compound_min_score) >= 2:
             chosen = [t for t, s in zip(TASKS, scores) if s >= self.compound_min_score]
             return chosen, ROUTED_BY_ROUTER, float(min(s for s in scores if s >= self.compound_min_score))

@@ -32,7 +32,7 @@ def test_explicit_tag_answers_like_the_pytorch_reference(client, reference, task
     image = make_image(1)
     answer = client.ask(image, query, temperature=0.0, max_new_tokens=MAX_NEW_TOKENS)
     generation, text = reference_text(reference, image, task, question)
-    assert (answer.task, answer.routing) == (task, "tag")
+    assert (answer.task, answer.routing, answer.confidence) == (task, "tag", 1.0)   # as `route` reports it
     assert answer.text == text
     assert answer.completion_tokens == len(generation.token_ids) + (generation.finish_reason == "stop")
     assert answer.finish_reason == generation.finish_reason
@@ -41,7 +41,7 @@ def test_explicit_tag_answers_like_the_pytorch_reference(client, reference, task
 
 def test_task_override_wins_over_tag_and_router(grpc_client):
     answer = grpc_client.ask(make_image(2), "[VQA] what colour is it?", task="caption", max_new_tokens=3)
-    assert (answer.task, answer.routing) == ("caption", "override")
+    assert (answer.task, answer.routing, answer.confidence) == ("caption", "override", 1.0)
 
 
 def test_answer_confidence_is_the_routers_probability(grpc_client):

@@ -7,13 +7,15 @@ server (or keep it serving until Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
+import textwrap
 import threading
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from vlm_client.cli import format_answer
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,7 @@ def ask_all(client, image_path: Path, queries: list[str]) -> list:
     for query in queries:
         answer = client.ask(image_path, query)
         answers.append(answer)
-        print(f"\n> {query}\n  task {answer.task} (by {answer.routing}, confidence {answer.confidence:.2f})")
-        print(f"  {answer.text if answer.task != 'od' else json.dumps([o.to_dict() for o in answer.objects])}")
+        print(f"\n> {query}\n" + textwrap.indent(format_answer(answer), "  "))   # as `vlm ask` prints it
     return answers
 
 
