@@ -33,18 +33,21 @@ class AsyncVLMClient(_ClientBase):
 
     async def ask(self, image: ImageInput, query: str, *, task: str | None = None,
                   max_new_tokens: int | None = None, temperature: float | None = None,
-                  top_p: float | None = None, seed: int | None = None) -> Answer:
+                  top_p: float | None = None, seed: int | None = None,
+                  json_constraint: bool | None = None) -> Answer:
         """Answer `query` about `image`; `task` (one of protocol.TASKS) overrides the router."""
         arrays = ask_arrays(image, query, task=task, max_new_tokens=max_new_tokens, temperature=temperature,
-                            top_p=top_p, seed=seed)
+                            top_p=top_p, seed=seed, json_constraint=json_constraint)
         return parse_answer(await self._infer(self.model_name, arrays, proto.ENSEMBLE_OUTPUTS))
 
     async def ask_stream(self, image: ImageInput, query: str, *, task: str | None = None,
                          max_new_tokens: int | None = None, temperature: float | None = None,
-                         top_p: float | None = None, seed: int | None = None) -> AsyncIterator[StreamChunk]:
+                         top_p: float | None = None, seed: int | None = None,
+                         json_constraint: bool | None = None) -> AsyncIterator[StreamChunk]:
         """`VLMClient.ask_stream` for asyncio: `async for chunk in client.ask_stream(...)`."""
         arrays = self._stream_arrays(image, query, task=task, max_new_tokens=max_new_tokens,
-                                     temperature=temperature, top_p=top_p, seed=seed)
+                                     temperature=temperature, top_p=top_p, seed=seed,
+                                     json_constraint=json_constraint)
 
         async def request() -> AsyncIterator[dict]:
             yield {"model_name": self.stream_model_name, "inputs": infer_inputs(self._tc, arrays),

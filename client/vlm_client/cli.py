@@ -27,6 +27,8 @@ def add_client_subcommands(subparsers: Any) -> None:
     ask.add_argument("--temperature", type=float, metavar="F", help="sampling temperature, 0 = greedy")
     ask.add_argument("--top-p", type=float, metavar="F", help="nucleus sampling probability mass")
     ask.add_argument("--seed", type=int, metavar="N", help="sampling seed, for repeatable answers")
+    ask.add_argument("--no-json-constraint", dest="json_constraint", action="store_false", default=None,
+                     help="let a detection answer leave the JSON grammar (by default it is JSON by construction)")
     ask.add_argument("--json", action="store_true", help="print the answer as one JSON object")
     ask.add_argument("--stream", action="store_true",
                      help="print the text as it is decoded (gRPC, the vlm_stream ensemble), then the answer")
@@ -73,7 +75,7 @@ def _report_errors(run: Callable[[], None]) -> int:
 def run_ask(args: argparse.Namespace) -> int:
     def run() -> None:
         options = dict(task=args.task, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                       top_p=args.top_p, seed=args.seed)
+                       top_p=args.top_p, seed=args.seed, json_constraint=args.json_constraint)
         with _connect(args) as client:
             if not args.stream:
                 answer = client.ask(args.image, args.query, **options)

@@ -36,8 +36,10 @@ MAX_NEW_TOKENS = Tensor("max_new_tokens", "INT32", (1,), optional=True)
 TEMPERATURE = Tensor("temperature", "FP32", (1,), optional=True)
 TOP_P = Tensor("top_p", "FP32", (1,), optional=True)
 SEED = Tensor("seed", "INT64", (1,), optional=True)
-ENSEMBLE_INPUTS = (IMAGE, QUERY, TASK_OVERRIDE, MAX_NEW_TOKENS, TEMPERATURE, TOP_P, SEED)
-GENERATION_OPTIONS = (MAX_NEW_TOKENS, TEMPERATURE, TOP_P, SEED)
+# OD answers are decoded under a JSON grammar (valid by construction) unless a request sends false.
+JSON_CONSTRAINT = Tensor("json_constraint", "BOOL", (1,), optional=True)
+ENSEMBLE_INPUTS = (IMAGE, QUERY, TASK_OVERRIDE, MAX_NEW_TOKENS, TEMPERATURE, TOP_P, SEED, JSON_CONSTRAINT)
+GENERATION_OPTIONS = (MAX_NEW_TOKENS, TEMPERATURE, TOP_P, SEED, JSON_CONSTRAINT)
 
 TASK = Tensor("task", "BYTES", (1,))
 ROUTING = Tensor("routing", "BYTES", (1,))

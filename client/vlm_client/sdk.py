@@ -86,8 +86,10 @@ def _number(tensor: proto.Tensor, value: Any) -> np.ndarray:
 
 
 def ask_arrays(image: ImageInput, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
-               temperature: float | None = None, top_p: float | None = None, seed: int | None = None) -> Arrays:
-    """Inputs of one `vlm` request; options left as None are omitted so the server's defaults apply."""
+               temperature: float | None = None, top_p: float | None = None, seed: int | None = None,
+               json_constraint: bool | None = None) -> Arrays:
+    """Inputs of one `vlm` request; options left as None are omitted so the server's defaults apply.
+    `json_constraint=False` lets a detection answer leave the JSON grammar (it is on by default)."""
     check_task(task)
     arrays = {proto.IMAGE: _column(proto.IMAGE, [encode_image(image)]),
               proto.QUERY: _column(proto.QUERY, [_text("query", query)])}
@@ -96,6 +98,10 @@ def ask_arrays(image: ImageInput, query: str, *, task: str | None = None, max_ne
     options = {proto.MAX_NEW_TOKENS: max_new_tokens, proto.TEMPERATURE: temperature, proto.TOP_P: top_p,
                proto.SEED: seed}
     arrays.update({t: _number(t, v) for t, v in options.items() if v is not None})
+    if json_constraint is not None:
+        if not isinstance(json_constraint, (bool, np.bool_)):
+            raise TypeError(f"json_constraint must be True or False, got {json_constraint!r}")
+        arrays[proto.JSON_CONSTRAINT] = _column(proto.JSON_CONSTRAINT, [bool(json_constraint)])
     return arrays
 
 
@@ -213,21 +219,23 @@ class VLMClient(_ClientBase):
     """
 
     def ask(self, image: ImageInput, query: str, *, task: str | None = None, max_new_tokens: int | None = None,
-            temperature: float | None = None, top_p: float | None = None, seed: int | None = None) -> Answer:
+            temperature: float | None = None, top_p: float | None = None, seed: int | None = None,
+            json_constraint: bool | None = None) -> Answer:
         """Answer `query` about `image`; `task` (one of protocol.TASKS) overrides the router."""
         arrays = ask_arrays(image, query, task=task, max_new_tokens=max_new_tokens, temperature=temperature,
-                            top_p=top_p, seed=seed)
+                            top_p=top_p, seed=seed, json_constraint=json_constraint)
         return parse_answer(self._infer(self.model_name, arrays, proto.ENSEMBLE_OUTPUTS))
 
     def ask_stream(self, image: ImageInput, query: str, *, task: str | None = None,
                    max_new_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
-                   seed: int | None = None) -> Iterator[StreamChunk]:
+                   seed: int | None = None, json_constraint: bool | None = None) -> Iterator[StreamChunk]:
         """`ask`, with the answer's text as it is decoded (gRPC only, the `vlm_stream` ensemble): yields
         StreamChunk(text=piece) while decoding, then StreamChunk(answer=...) with what `ask` would return.
         The pieces are the first answer part's raw text; the final answer's `text` is cleaned (stripped, tag
         residue removed). One stream at a time per client: concurrent calls wait for each other."""
         arrays = self._stream_arrays(image, query, task=task, max_new_tokens=max_new_tokens,
-                                     temperature=temperature, top_p=top_p, seed=seed)
+                                     temperature=temperature, top_p=top_p, seed=seed,
+                                     json_constraint=json_constraint)
         events: queue.Queue = queue.Queue()
         with self._stream_lock:
             with self._errors():

@@ -12,13 +12,16 @@ model, and `backend="hf"` for comparison). Their greedy tokens are the same; log
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Iterator, Literal, Sequence
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from minivlm.decoding.llama_decoder import LlamaDecoder, fast_decoder, supports_fast_decoder
 from minivlm.decoding.sampling import Generation, Sampler, SamplingParams, finish_reason, next_tokens
+
+if TYPE_CHECKING:
+    from minivlm.decoding.json_constraint import DetectionGrammar
 
 
 @dataclass(frozen=True)
@@ -136,13 +139,15 @@ def decode(lm: PreTrainedModel, prefixes: Sequence[torch.Tensor], params: Sequen
 
 @torch.inference_mode()
 def reference_greedy(lm: PreTrainedModel, prefix: torch.Tensor, max_new_tokens: int,
-                     eos_token_id: int) -> Generation:
-    """The notebook's semantics: no cache, the whole sequence re-run for every token. The yardstick."""
+                     eos_token_id: int, *, grammar: DetectionGrammar | None = None) -> Generation:
+    """The notebook's semantics: no cache, the whole sequence re-run for every token. The yardstick; with
+    `grammar`, the yardstick of constrained detection answers."""
     sequence = prefix.unsqueeze(0)                                           # (1, L, D)
     embedding = lm.get_input_embeddings()
+    sampler = Sampler(SamplingParams(max_new_tokens, grammar=grammar))
     tokens: list[int] = []
     for _ in range(max_new_tokens):
-        token = int(torch.argmax(lm(inputs_embeds=sequence).logits[0, -1]))
+        token = sampler.pick(lm(inputs_embeds=sequence).logits[0, -1])
         if token == eos_token_id:
             return Generation(tuple(tokens), "stop")
         tokens.append(token)

@@ -7,8 +7,12 @@ ends it ("length"); the EOS token itself is never part of the answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from minivlm.decoding.json_constraint import DetectionGrammar
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,7 @@ class SamplingParams:
     temperature: float = 0.0      # 0 = greedy
     top_p: float = 1.0
     seed: int | None = None
+    grammar: DetectionGrammar | None = None    # constrain the answer to detection JSON (json_constraint.py)
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,8 @@ def finish_reason(token: int, generated: int, params: SamplingParams, eos_token_
 
 
 class Sampler:
-    """Per-request sampling state; its own torch.Generator makes seeded results independent of batching."""
+    """Per-request sampling state; its own torch.Generator makes seeded results independent of batching, and a
+    grammar-constrained row keeps its grammar state here."""
 
     def __init__(self, params: SamplingParams):
         self.params = params
@@ -41,6 +47,21 @@ class Sampler:
         if params.temperature > 0:
             self.generator = torch.Generator()
             self.generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+        self.constraint = params.grammar.new_row() if params.grammar is not None else None
+        self.generated = 0
+
+    @property
+    def free(self) -> bool:
+        """Greedy and unconstrained: the batch's argmax is this row's token."""
+        return self.generator is None and self.constraint is None
+
+    def pick(self, logits: torch.Tensor) -> int:
+        """This row's next token from its (V,) logits."""
+        self.generated += 1
+        if self.constraint is None:
+            return self.next_token(logits)
+        token = self.next_token(self.constraint.mask(logits))
+        return self.constraint.settle(token, self.params.max_new_tokens - self.generated + 1)
 
     def next_token(self, logits: torch.Tensor) -> int:        # logits: (vocab,)
         if self.generator is None:
@@ -59,6 +80,6 @@ def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def next_tokens(logits: torch.Tensor, samplers: list[Sampler]) -> list[int]:
-    """One argmax over the batch (B, V) for the greedy rows; each sampling row draws with its own generator."""
+    """One argmax over the batch (B, V) for the free rows; sampling and constrained rows pick their own."""
     greedy = logits.argmax(dim=-1).tolist()
-    return [g if s.generator is None else s.next_token(row) for g, s, row in zip(greedy, samplers, logits)]
+    return [g if s.free else s.pick(row) for g, s, row in zip(greedy, samplers, logits)]

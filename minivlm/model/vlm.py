@@ -1,6 +1,7 @@
 """The whole VLM in PyTorch: the in-process reference that export and serving are checked against."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from minivlm.decoding.generate import Backend, decode, reference_greedy
+from minivlm.decoding.json_constraint import DetectionGrammar
 from minivlm.decoding.llama_decoder import LlamaDecoder
 from minivlm.decoding.sampling import Generation, SamplingParams
 from minivlm.model.vision import VisionEncoder
@@ -23,6 +25,10 @@ class MiniVLM:
     def __post_init__(self):
         self.vision.eval()
         self.language_model.eval()
+
+    @functools.cached_property
+    def detection_grammar(self) -> DetectionGrammar:
+        return DetectionGrammar.for_tokenizer(self.tokenizer, int(self.language_model.config.vocab_size))
 
     @property
     def eos_token_id(self) -> int:
@@ -48,9 +54,11 @@ class MiniVLM:
         return decode(self.language_model, prefixes, params, self.eos_token_id, backend=backend)
 
     def reference_answer(self, pixel_values: np.ndarray, task: str, question: str = "",
-                         max_new_tokens: int = 10) -> tuple[Generation, str]:
-        """Greedy answer by the notebook's cache-free loop, with its decoded text."""
+                         max_new_tokens: int = 10, *, json_constraint: bool = True) -> tuple[Generation, str]:
+        """Greedy answer by the notebook's cache-free loop, with its decoded text; a detection answer under the
+        JSON grammar unless `json_constraint` is False, as the server decodes it."""
         embeds = self.encode_images(pixel_values[None])[0]
+        grammar = self.detection_grammar if task == "od" and json_constraint else None
         generation = reference_greedy(self.language_model, self.prefix(embeds, self.prompt_ids(task, question)),
-                                      max_new_tokens, self.eos_token_id)
+                                      max_new_tokens, self.eos_token_id, grammar=grammar)
         return generation, self.tokenizer.decode(list(generation.token_ids), skip_special_tokens=True)

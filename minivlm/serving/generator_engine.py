@@ -8,7 +8,7 @@ decodes a list of requests in one static batch, in-process.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from minivlm.decoding.sampling import Generation, SamplingParams
 from minivlm.errors import InputError
 from minivlm.processing.detection import DetectionResult, parse_detection
 from minivlm.processing.prompts import build_prompt, clean_answer, question_clause
+from minivlm.decoding.json_constraint import DetectionGrammar
 from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.options import RequestOptions, sampling_params
 from vlm_client import protocol as P
@@ -90,6 +91,7 @@ class GeneratorEngine:
         self.tokenizer = tokenizer
         self.task_defaults = config.task_defaults()
         self.max_positions = int(language_model.config.max_position_embeddings)
+        self.detection_grammar = DetectionGrammar.for_tokenizer(tokenizer, int(language_model.config.vocab_size))
 
     def plan(self, request: GenerationRequest) -> _Plan:
         """Validate one request and decide what to decode; raises InputError for this request alone."""
@@ -122,6 +124,8 @@ class GeneratorEngine:
             raise InputError("a VQA request needs a question after the [VQA] tag")
         prompt_ids = list(self.tokenizer(build_prompt(task, question))["input_ids"])
         params = sampling_params(request.options, self.task_defaults[task])
+        if task == "od" and request.options.constrained:
+            params = replace(params, grammar=self.detection_grammar)
         prefix_length = request.image_embeds.shape[0] + len(prompt_ids)
         if prefix_length + params.max_new_tokens > self.max_positions:
             raise InputError(f"prompt ({prefix_length} positions) plus max_new_tokens ({params.max_new_tokens}) "

@@ -16,6 +16,11 @@ class RequestOptions:
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    json_constraint: bool | None = None     # None: on (OD answers are JSON by construction)
+
+    @property
+    def constrained(self) -> bool:
+        return self.json_constraint is None or bool(self.json_constraint)
 
     def validate(self, *, max_new_tokens_limit: int = MAX_NEW_TOKENS_LIMIT) -> "RequestOptions":
         if self.max_new_tokens is not None and not 1 <= self.max_new_tokens <= max_new_tokens_limit:

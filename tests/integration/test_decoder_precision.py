@@ -34,7 +34,7 @@ def test_an_int8_engine_answers_as_the_in_process_int8_decoder(int8_server, refe
     with VLMClient(int8_server.grpc_url, timeout_s=120) as client:
         for seed, (task, query, question, limit) in enumerate(CASES):
             image = make_image(60 + seed)
-            answer = client.ask(image, query, temperature=0.0, max_new_tokens=limit)
+            answer = client.ask(image, query, temperature=0.0, max_new_tokens=limit, json_constraint=False)
             embeds = reference.encode_images(preprocess_image_bytes(image)[None])[0]
             prompt, params = [reference.prompt_ids(task, question)], [SamplingParams(limit, temperature=0.0)]
             [generation] = reference.generate([embeds], prompt, params, backend=int8)

@@ -39,6 +39,18 @@ def test_explicit_tag_answers_like_the_pytorch_reference(client, reference, task
     assert answer.prompt_tokens == reference.vision.num_positions + len(reference.prompt_ids(task, question))
 
 
+def test_detection_is_json_by_construction_unless_the_request_turns_it_off(client, reference):
+    image = make_image(5)
+    constrained = client.ask(image, "[OD]", temperature=0.0, max_new_tokens=40)
+    free = client.ask(image, "[OD]", temperature=0.0, max_new_tokens=40, json_constraint=False)
+    pixels = preprocess_image_bytes(image)
+    _, text = reference.reference_answer(pixels, "od", "", 40)                        # under the grammar
+    _, free_text = reference.reference_answer(pixels, "od", "", 40, json_constraint=False)
+    assert constrained.text == clean_answer(text) and constrained.json_valid
+    assert json.loads(constrained.text).keys() == {"objects"} and constrained.finish_reason == "stop"
+    assert free.text == clean_answer(free_text) != constrained.text       # the tiny random model's own tokens
+
+
 def test_task_override_wins_over_tag_and_router(grpc_client):
     answer = grpc_client.ask(make_image(2), "[VQA] what colour is it?", task="caption", max_new_tokens=3)
     assert (answer.task, answer.routing, answer.confidence) == ("caption", "override", 1.0)

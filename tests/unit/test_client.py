@@ -38,7 +38,8 @@ def test_ask_arrays_minimal_sends_only_image_and_query():
 
 
 def test_ask_arrays_all_options_match_protocol():
-    arrays = ask_arrays(b"img", "q", task="od", max_new_tokens=7, temperature=0.5, top_p=0.9, seed=2**40)
+    arrays = ask_arrays(b"img", "q", task="od", max_new_tokens=7, temperature=0.5, top_p=0.9, seed=2**40,
+                        json_constraint=False)
     assert set(arrays) == set(proto.ENSEMBLE_INPUTS)
     for tensor, array in arrays.items():
         _check_wire(tensor, array)
@@ -267,7 +268,7 @@ def test_cli_ask_passes_options(fake_client, capsys):
     assert fake_client.calls == [
         ("init", "h:9", "http", 2.5),
         ("ask", "img.png", "find cats", {"task": "od", "max_new_tokens": 5, "temperature": 0.2, "top_p": 0.8,
-                                         "seed": 3})]
+                                         "seed": 3, "json_constraint": None})]
     out = capsys.readouterr().out
     assert "od (by router, confidence 0.75)" in out and "cat" in out
 
@@ -277,6 +278,14 @@ def test_cli_ask_defaults_leave_options_unset(fake_client, capsys):
     assert fake_client.calls[0] == ("init", None, "grpc", 60.0)
     assert set(fake_client.calls[1][3].values()) == {None}
     assert json.loads(capsys.readouterr().out)["task"] == "od"
+
+
+def test_cli_ask_can_turn_the_json_constraint_off(fake_client, capsys):
+    assert cli.main(["ask", "--no-json-constraint", "img.png", "find cats"]) == 0
+    assert fake_client.calls[1][3]["json_constraint"] is False
+    assert ask_arrays(b"img", "q", json_constraint=False)[proto.JSON_CONSTRAINT][0, 0] == False   # noqa: E712
+    with pytest.raises(TypeError, match="json_constraint must be True or False"):
+        ask_arrays(b"img", "q", json_constraint="no")
 
 
 def test_cli_rejects_unknown_task():

@@ -96,7 +96,7 @@ def test_a_short_request_overtakes_a_long_one_only_when_batching_is_continuous(e
     scheduler = Scheduler(engine, max_live_rows=4, continuous=continuous).start()
     try:
         outcomes = Outcomes()
-        scheduler.submit([ask(images[0], "od", max_new_tokens=400, **GREEDY)], outcomes.deliver("long"))
+        scheduler.submit([ask(images[0], "od", max_new_tokens=400, json_constraint=False, **GREEDY)], outcomes.deliver("long"))
         time.sleep(0.05)                                      # the long one is decoding
         scheduler.submit([ask(images[1], "vqa", "is it red?", max_new_tokens=2, **GREEDY)],
                          outcomes.deliver("short"))
@@ -207,7 +207,7 @@ def test_prompts_are_prefilled_while_the_live_rows_decode_only_when_overlapped(e
     try:
         assert scheduler.mode == ("continuous" if overlap else "continuous_inline")
         outcomes = Outcomes()
-        long_request, short_request = (ask(images[0], "od", max_new_tokens=400, **GREEDY),
+        long_request, short_request = (ask(images[0], "od", max_new_tokens=400, json_constraint=False, **GREEDY),
                                        ask(images[1], "vqa", "is it red?", max_new_tokens=3, **GREEDY))
         scheduler.submit([long_request], outcomes.deliver("long"))
         while steps[0] < 3:                  # the long one is decoding
@@ -233,7 +233,7 @@ def test_a_fault_while_prefilling_fails_that_request_only(engine, scheduler, ima
 
     monkeypatch.setattr(continuous.ContinuousBatch, "prefill", failing_prefill)
     outcomes = Outcomes()
-    long_request = ask(images[0], "od", max_new_tokens=60, **GREEDY)
+    long_request = ask(images[0], "od", max_new_tokens=60, json_constraint=False, **GREEDY)
     scheduler.submit([long_request], outcomes.deliver("long"))
     scheduler.submit([ask(images[1], "vqa", "boom?", **GREEDY), ask(images[2], "caption", max_new_tokens=4)],
                      outcomes.deliver("victim"))
