@@ -103,6 +103,11 @@ def format_bounds(report: BenchReport) -> str:
         lines.append(f"served decoder, in-process: batch {step['batch']:>2} step {step['step_s'] * 1e3:.1f} ms "
                      f"(bound {step['bound_s'] * 1e3:.1f} ms, {step['bound_s'] / step['step_s']:.0%} of it); "
                      f"prefill {step['prefill_s'] * 1e3:.0f} ms")
+        if "json_constraint_step_s" in step:      # runs saved before the OD grammar existed lack it
+            added, closing = step["json_constraint_step_s"], step["json_constraint_closing_step_s"]
+            lines.append(f"  OD JSON grammar on all {step['batch']} rows: +{added * 1e3:.2f} ms a step "
+                         f"({added / step['step_s']:.1%}), +{closing * 1e3:.2f} ms in the last tokens before "
+                         f"the limit ({closing / step['step_s']:.1%})")
     return "\n".join(lines)
 
 
