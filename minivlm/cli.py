@@ -35,8 +35,9 @@ def add_export_command(subparsers) -> None:
     parser.add_argument("--language-model", metavar="NAME_OR_DIR",
                         help="language model config: hub name or local folder (default: the checkpoint's "
                              "config lm_model_name); its weights come from the checkpoint")
-    parser.add_argument("--router", default="lstm", metavar="lstm|DIR",
-                        help="'lstm' for the notebook's task_classifier.pt (default), or a MiniLM router "
+    parser.add_argument("--router", default="minilm", metavar="minilm|notebook|DIR",
+                        help="'minilm': the MiniLM router shipped with the project (default; 100%% on the "
+                             "held-out set); 'notebook': the checkpoint's task_classifier.pt; or a MiniLM router "
                              "folder written by `vlm router-train`")
     parser.add_argument("--onnx-backend", choices=("python", "onnxruntime"), default="python",
                         help="how ONNX graphs run: 'python' = ONNX Runtime inside python-backend models (the "

@@ -23,6 +23,7 @@ from tritonclient.grpc import model_config_pb2
 
 from minivlm.errors import CheckpointError
 from minivlm.model.checkpoint import ROUTER_FILE, TOKENIZER_DIR, load_vlm
+from minivlm.routing.minilm import SHIPPED_ROUTER
 from minivlm.serving.config import DECODER_PRECISIONS
 from minivlm.serving.query_step import TOKENIZER_DIR as QUERY_TOKENIZER_DIR
 from vlm_client import protocol
@@ -34,6 +35,7 @@ ONNX_BACKENDS = ("python", "onnxruntime")
 DEVICES = ("cpu", "gpu")
 ONNX_MODELS = (protocol.ROUTER, protocol.VISION_ENCODER)
 TOKENIZING_MODELS = (protocol.PREPROCESS, protocol.QUERY_PREPROCESS)   # each gets the router's tokenizer
+NOTEBOOK_ROUTER = ("notebook", "lstm")
 MANIFEST = "build_manifest.json"
 _NOT_COPIED = ("__pycache__", ".gitkeep")      # template files and folders a built repository lacks
 
@@ -44,7 +46,9 @@ class BuildOptions:
     output: Path
     vision_model: str | None = None       # hub name or local folder; default: the checkpoint's config
     language_model: str | None = None
-    router: str = "lstm"                  # "lstm" (the notebook's task_classifier.pt) or a MiniLM router folder
+    # "minilm": the MiniLM router shipped in minivlm/routing/minilm_router/ (the best one); "notebook" (or its
+    # older name "lstm"): the checkpoint's task_classifier.pt; else a MiniLM router folder (vlm router-train)
+    router: str = "minilm"
     onnx_backend: str = "python"
     device: str = "cpu"
     decoder_precision: str = "fp32"       # "int8" / "bf16": faster, opt-in accuracy cost (docs/benchmarks.md)
@@ -155,8 +159,9 @@ def _export_router(options: BuildOptions, output: Path) -> dict[int, float]:
     from minivlm.export.router import export_router
     from minivlm.routing.loading import load_router
 
-    lstm = options.router == "lstm"
-    source = options.checkpoint_dir / ROUTER_FILE if lstm else Path(options.router)
+    lstm = options.router in NOTEBOOK_ROUTER
+    source = options.checkpoint_dir / ROUTER_FILE if lstm else SHIPPED_ROUTER if options.router == "minilm" \
+        else Path(options.router)
     if not source.exists():
         raise CheckpointError(f"router source {source} does not exist")
     # The notebook's LSTM reads the language model tokenizer's ids; a MiniLM folder brings its own.

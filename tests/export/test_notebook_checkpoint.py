@@ -72,7 +72,7 @@ def notebook_export(notebook_dir, tmp_path_factory):
     task_classifier = TaskClassifier(tokenizer, hidden_dim=16).to(device)
     torch.save({'state_dict': task_classifier.state_dict(), 'config': {'hidden_dim': 16, 'num_tasks': 3}},
                f"{checkpoint}/task_classifier.pt")
-    assert main(["export", str(checkpoint), "--output", str(root / "repo")]) == 0
+    assert main(["export", str(checkpoint), "--output", str(root / "repo"), "--router", "notebook"]) == 0
     return checkpoint, root / "repo", task_classifier.eval(), tokenizer
 
 
@@ -97,12 +97,12 @@ def test_a_failed_export_leaves_the_previous_repository_untouched(notebook_expor
     torch.save({"state_dict": {}, "config": {"hidden_dim": 16, "num_tasks": 3}}, broken / "task_classifier.pt")
     with pytest.raises(ExportStepError, match=r"export failed at step 'export router': CheckpointError: .*"
                                               r"no 'embedding.weight'") as caught:
-        build_repository(BuildOptions(checkpoint_dir=broken, output=repo))
+        build_repository(BuildOptions(checkpoint_dir=broken, output=repo, router="notebook"))
     assert caught.value.step == "export router"
     after = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
     assert after == before                                            # every file, byte for byte
     assert not [p for p in repo.parent.iterdir() if p.name.startswith(f".{repo.name}.")]   # no staging left
-    assert main(["export", str(broken), "--output", str(repo)]) == 1               # the CLI: one clear line
+    assert main(["export", str(broken), "--output", str(repo), "--router", "notebook"]) == 1   # one clear line
     assert "error: export failed at step 'export router'" in capsys.readouterr().err
 
 

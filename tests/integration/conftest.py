@@ -14,18 +14,12 @@ from vlm_client import VLMClient
 
 
 @pytest.fixture(scope="session")
-def minilm_router_dir(tmp_path_factory):
-    """The product's router: the pretrained MiniLM encoder with heads trained on data/routing (seconds)."""
-    from vlm_tools.router_training.train import train_minilm_router
-
-    return train_minilm_router(tmp_path_factory.mktemp("router") / "minilm", progress=False).output_dir
-
-
-@pytest.fixture(scope="session")
-def model_repository(notebook_dir, minilm_router_dir, tmp_path_factory):
-    """Tiny random VLM weights behind a real router, so natural queries route as a user expects."""
+def model_repository(notebook_dir, tmp_path_factory):
+    """Tiny random VLM weights behind the real router `vlm export` serves by default (the shipped MiniLM
+    heads), so natural queries route as a user expects."""
     output = tmp_path_factory.mktemp("served") / "repo"
-    build_repository(BuildOptions(checkpoint_dir=notebook_dir, output=output, router=str(minilm_router_dir)))
+    report = build_repository(BuildOptions(checkpoint_dir=notebook_dir, output=output))
+    assert report.router == "minilm"
     return output
 
 

@@ -54,15 +54,11 @@ def ensure_model(workdir: Path, minutes: float) -> Path:
     return checkpoint_directory(model_dir)
 
 
-def ensure_router(workdir: Path) -> Path:
-    from vlm_tools.router_training.train import train_minilm_router
+def ensure_router() -> Path:
+    from minivlm.routing.minilm import SHIPPED_ROUTER
 
-    router_dir = workdir / "router"
-    if (router_dir / "router.json").is_file():
-        print(f"[2/5] router: reusing {router_dir}")
-        return router_dir
-    print("[2/5] router: training the MiniLM router's heads (seconds)")
-    return train_minilm_router(router_dir, progress=False).output_dir
+    print(f"[2/5] router: the MiniLM router shipped in {SHIPPED_ROUTER.relative_to(SHIPPED_ROUTER.parents[2])}")
+    return SHIPPED_ROUTER
 
 
 def ensure_repository(checkpoint_dir: Path, router_dir: Path, workdir: Path) -> Path:
@@ -116,7 +112,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    repo = ensure_repository(ensure_model(workdir, args.train_minutes), ensure_router(workdir), workdir)
+    repo = ensure_repository(ensure_model(workdir, args.train_minutes), ensure_router(), workdir)
     scene = make_scene(*DEMO_SCENE)
     image_path = workdir / "scene.png"
     scene.image.save(image_path)

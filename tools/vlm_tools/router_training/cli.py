@@ -31,6 +31,9 @@ def _add_train(subparsers) -> None:
     train.add_argument("--compound-heldout", type=Path, default=COMPOUND_HELDOUT_PATH,
                        help="multi-label jsonl evaluated after training")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--heads-only", action="store_true",
+                       help="write only the heads and name the packaged encoder (a few KB; how the shipped router "
+                            "minivlm/routing/minilm_router/ is made)")
     train.add_argument("--head-steps", type=int, default=300)
     train.add_argument("--calibration-fraction", type=float, default=0.2)
     _common(train, _cmd_train)
@@ -72,7 +75,7 @@ def _cmd_train(args) -> int:
     _setup(args)
     config = TrainConfig(seed=args.seed, head_steps=args.head_steps, calibration_fraction=args.calibration_fraction)
     report = train_minilm_router(args.output, train_path=args.data, compound_path=args.compound_data,
-                                 config=config, progress=not args.json)
+                                 config=config, progress=not args.json, heads_only=args.heads_only)
     heldout, compound, text = _evaluate(args.output, args.heldout, args.compound_heldout, None)
     text = (f"trained {report.output_dir} in {report.seconds:.1f} s: T={report.temperature:.3f}, calibration "
             f"ECE {report.ece_before:.4f} -> {report.ece_after:.4f}; scores head: exact task sets "

@@ -122,9 +122,13 @@ def accuracy(logits: np.ndarray, labels: list[int]) -> float:
 
 def train_minilm_router(output_dir: str | Path, *, train_path: str | Path = TRAIN_PATH,
                         compound_path: str | Path | None = COMPOUND_TRAIN_PATH, config: TrainConfig = TrainConfig(),
-                        encoder_dir: str | Path | None = None, progress: bool = True) -> TrainReport:
+                        encoder_dir: str | Path | None = None, progress: bool = True,
+                        heads_only: bool = False) -> TrainReport:
     """Train both heads and save the router folder; `compound_path=None` trains no scores head (the folder
-    then serves task_scores = task_probs)."""
+    then serves task_scores = task_probs). `heads_only` (packaged encoder only): the folder holds the heads and
+    names the packaged encoder, a few KB; this is how the router shipped in minivlm/routing/ is made."""
+    if heads_only and encoder_dir is not None:
+        raise ValueError("heads_only routers name the packaged encoder; encoder_dir must be left unset")
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     fit_part, calib_part = split_examples(load_examples(train_path), holdout_fraction=config.calibration_fraction,
@@ -140,7 +144,7 @@ def train_minilm_router(output_dir: str | Path, *, train_path: str | Path = TRAI
     with torch.no_grad():
         logits = {"fit": model.head(x_fit[:, :dim]).numpy(), "calibration": model.head(x_calib[:, :dim]).numpy()}
     temperature, ece_before, ece_after = calibrate(logits["calibration"], calib_part)
-    save_minilm_router(output_dir, model, tokenizer, temperature=temperature)
+    save_minilm_router(output_dir, model, tokenizer, temperature=temperature, heads_only=heads_only)
     return TrainReport(Path(output_dir), len(fit_part), len(calib_part), accuracy(logits["fit"], fit_part.labels),
                        accuracy(logits["calibration"], calib_part.labels), temperature, ece_before, ece_after,
                        time.perf_counter() - start, *compound)
