@@ -93,10 +93,16 @@ def test_answers_equal_the_static_engines_including_multi_row_and_compound(engin
 
 @pytest.mark.parametrize("continuous", [True, False])
 def test_a_short_request_overtakes_a_long_one_only_when_batching_is_continuous(engine, images, continuous):
-    scheduler = Scheduler(engine, max_live_rows=4, continuous=continuous).start()
+    scheduler = Scheduler(engine, max_live_rows=4, continuous=continuous)
+    step = scheduler.batch.step
+    # A step of at least 2 ms, as a real model's: the tiny one's 400 steps could otherwise all run while the
+    # short request is still being prefilled on a busy machine, and the order would say nothing.
+    scheduler.batch.step = lambda: (time.sleep(0.002), step())[1]
+    scheduler.start()
     try:
         outcomes = Outcomes()
-        scheduler.submit([ask(images[0], "od", max_new_tokens=400, json_constraint=False, **GREEDY)], outcomes.deliver("long"))
+        scheduler.submit([ask(images[0], "od", max_new_tokens=400, json_constraint=False, **GREEDY)],
+                         outcomes.deliver("long"))
         time.sleep(0.05)                                      # the long one is decoding
         scheduler.submit([ask(images[1], "vqa", "is it red?", max_new_tokens=2, **GREEDY)],
                          outcomes.deliver("short"))
