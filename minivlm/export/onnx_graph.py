@@ -95,8 +95,10 @@ def export_onnx(spec: GraphSpec, module: nn.Module, example_inputs: Feeds, onnx_
     # The torch.export-based exporter keeps every forward() argument as a graph input, so an argument the
     # module ignores (the LSTM router's attention_mask) stays declared, as the spec wants.
     with torch.no_grad(), _quiet_loggers("onnxscript", "onnx_ir", "torch.onnx"), warnings.catch_warnings():
-        # inputs sharing a dim name ("batch") make the exporter say so once per input: expected, not a fault
+        # Expected, not faults: inputs sharing a dim name ("batch") make the exporter say so once per input;
+        # torch.export's pytree internals warn about their own deprecations.
         warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*treespec")
         torch.onnx.export(module, args, str(onnx_path), dynamo=True, verbose=False, opset_version=spec.opset,
                           input_names=list(spec.input_names), output_names=list(spec.output_names),
                           dynamic_shapes=dynamic_shapes, external_data=False)
@@ -105,13 +107,19 @@ def export_onnx(spec: GraphSpec, module: nn.Module, example_inputs: Feeds, onnx_
     return onnx_path
 
 
+# Warns once per torchvision operator it cannot register ("torchvision is not installed"): none of our graphs
+# uses one.
+_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
 @contextlib.contextmanager
 def _quiet_loggers(*names: str):
     """The exporter's passes log every rewrite at INFO; keep only their warnings while exporting."""
-    loggers = [logging.getLogger(name) for name in names]
+    loggers = [logging.getLogger(name) for name in (*names, _REGISTRATION_LOGGER)]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+        floor = logging.ERROR if logger.name == _REGISTRATION_LOGGER else logging.WARNING
+        logger.setLevel(max(logger.getEffectiveLevel(), floor))
     try:
         yield
     finally:
