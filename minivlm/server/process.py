@@ -73,8 +73,11 @@ class ServerOptions:
     metrics_port: int = 8002
     host: str = "127.0.0.1"                     # loopback: expose it deliberately, behind a proxy
     startup_timeout_s: float = 120.0
-    drain_timeout_s: int = 10                   # after SIGTERM: in-flight requests and open connections
-    stop_timeout_s: float = 20.0                # after SIGTERM: SIGKILL; longer than drain_timeout_s
+    # After SIGTERM: in-flight requests, open connections and model unloading. The generator's 16 forwarder
+    # stubs take about 20 s to unload one after another (measured); a shorter drain makes the server give up
+    # and exit 1, and the stubs it leaves behind are killed with their shared memory still in /dev/shm.
+    drain_timeout_s: int = 30
+    stop_timeout_s: float = 45.0                # after SIGTERM: SIGKILL; longer than drain_timeout_s
     log_verbose: int = 0
     model_control_mode: str = "none"
     restricted_apis: Sequence[str] = RESTRICTED_APIS
