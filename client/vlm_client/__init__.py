@@ -6,9 +6,9 @@
 """
 from . import protocol
 from .aio import AsyncVLMClient
-from .errors import VLMError
+from .errors import InvalidRequest, Overloaded, ServerError, VLMError
 from .sdk import VLMClient
 from .types import Answer, AnswerPart, DetectedObject, Route, StreamChunk
 
-__all__ = ["VLMClient", "AsyncVLMClient", "VLMError", "Answer", "AnswerPart", "DetectedObject", "Route",
+__all__ = ["VLMClient", "AsyncVLMClient", "VLMError", "InvalidRequest", "Overloaded", "ServerError", "Answer", "AnswerPart", "DetectedObject", "Route",
            "StreamChunk", "protocol"]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import protocol as proto
-from .errors import VLMError, translate_errors
+from .errors import Overloaded, VLMError, translate_errors
 from .sdk import (
     Arrays,
     ImageInput,
@@ -110,10 +110,17 @@ class AsyncVLMClient(_ClientBase):
 
     async def _infer(self, model: str, arrays: Arrays,
                      outputs: Sequence[proto.Tensor]) -> dict[str, np.ndarray]:
-        with self._errors():
-            result = await self._client().infer(model, infer_inputs(self._tc, arrays),
-                                                outputs=self._outputs(outputs), **self._call_kwargs())
-        return _as_arrays(result, outputs)
+        for delay_s in self._retry_delays():
+            try:
+                with self._errors():
+                    result = await self._client().infer(model, infer_inputs(self._tc, arrays),
+                                                        outputs=self._outputs(outputs), **self._call_kwargs())
+                return _as_arrays(result, outputs)
+            except Overloaded:
+                if delay_s is None:
+                    raise
+                await asyncio.sleep(delay_s)
+        raise AssertionError("unreachable: the last attempt raises")
 
     async def _route_batch_size(self) -> int:
         if self._route_batch is None:

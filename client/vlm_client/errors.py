@@ -1,4 +1,11 @@
-"""The client's one exception type, and the translation of tritonclient and network errors into it."""
+"""The client's exception types, and the translation of tritonclient and network errors into them.
+
+Everything is a VLMError; what the server answered is one of three kinds, by its status:
+`InvalidRequest` (INVALID_ARGUMENT, HTTP 400: fix the request, never retried), `Overloaded` (UNAVAILABLE,
+HTTP 503 or 429: refused before any work, safe to retry later; the clients retry it with backoff) and
+`ServerError` (INTERNAL, HTTP 500, anything else: the server's fault). A server that cannot be reached
+raises a plain VLMError with status UNAVAILABLE or DEADLINE_EXCEEDED.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -33,6 +40,23 @@ class VLMError(Exception):
         return f"{self.step}: {self.message}" if self.step else self.message
 
 
+class InvalidRequest(VLMError):
+    """The request is at fault (INVALID_ARGUMENT / HTTP 400); its message names the step and the problem."""
+
+
+class Overloaded(VLMError):
+    """The server refused the request for now (UNAVAILABLE / HTTP 503 or 429): safe to send again later."""
+
+
+class ServerError(VLMError):
+    """The server failed on a valid request (INTERNAL / HTTP 500 or another status)."""
+
+
+_KINDS: dict[str, type[VLMError]] = {"INVALID_ARGUMENT": InvalidRequest, "400": InvalidRequest,
+                                     "UNAVAILABLE": Overloaded, "RESOURCE_EXHAUSTED": Overloaded,
+                                     "503": Overloaded, "429": Overloaded}
+
+
 def split_step(text: str) -> tuple[str | None, str]:
     """("generator", "temperature must be ...") from "...wrapping...: generator: temperature must be ..."."""
     match = _STEP_RE.search(text)
@@ -49,7 +73,8 @@ def _status_text(status: str | None) -> str | None:
 def from_server_exception(exc: InferenceServerException) -> VLMError:
     raw = exc.message() or str(exc)
     step, message = split_step(raw)
-    return VLMError(message, step=step, status=_status_text(exc.status()), raw=raw)
+    status = _status_text(exc.status())
+    return _KINDS.get(status or "", ServerError)(message, step=step, status=status, raw=raw)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +22,7 @@ import numpy as np
 from tritonclient.utils import triton_to_np_dtype
 
 from . import protocol as proto
-from .errors import VLMError, translate_errors
+from .errors import Overloaded, VLMError, translate_errors
 from .types import Answer, Route, StreamChunk, parse_answer, parse_routes
 
 DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}
@@ -140,11 +141,17 @@ class _ClientBase:
 
     def __init__(self, url: str | None = None, *, protocol: str = "grpc",
                  timeout_s: float = DEFAULT_TIMEOUT_S, model_name: str = proto.ENSEMBLE,
-                 route_model_name: str = proto.ROUTE_ENSEMBLE, stream_model_name: str = proto.STREAM_ENSEMBLE):
+                 route_model_name: str = proto.ROUTE_ENSEMBLE, stream_model_name: str = proto.STREAM_ENSEMBLE,
+                 retries: int = 2, retry_backoff_s: float = 0.25):
+        """`retries`: how often an `Overloaded` answer (refused before any work) is sent again, after
+        `retry_backoff_s`, then twice that, and so on; nothing else is retried."""
         if protocol not in DEFAULT_URLS:
             raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(DEFAULT_URLS)}")
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        if retries < 0 or retry_backoff_s < 0:
+            raise ValueError(f"retries and retry_backoff_s must be >= 0, got {retries!r}, {retry_backoff_s!r}")
+        self.retries, self.retry_backoff_s = int(retries), float(retry_backoff_s)
         self.url = url or DEFAULT_URLS[protocol]
         self.protocol = protocol
         self.timeout_s = float(timeout_s)
@@ -179,6 +186,10 @@ class _ClientBase:
 
     def _errors(self):
         return translate_errors(self.url)
+
+    def _retry_delays(self) -> list[float | None]:
+        """The pause before each further attempt; None marks the last attempt."""
+        return [self.retry_backoff_s * 2 ** i for i in range(self.retries)] + [None]
 
     def _stream_arrays(self, image: ImageInput, query: str, **options: Any) -> Arrays:
         if self.protocol != "grpc":
@@ -299,10 +310,17 @@ class VLMClient(_ClientBase):
         self.close()
 
     def _infer(self, model: str, arrays: Arrays, outputs: Sequence[proto.Tensor]) -> dict[str, np.ndarray]:
-        with self._errors():
-            result = self._client().infer(model, infer_inputs(self._tc, arrays), outputs=self._outputs(outputs),
-                                        **self._call_kwargs())
-        return _as_arrays(result, outputs)
+        for delay_s in self._retry_delays():
+            try:
+                with self._errors():
+                    result = self._client().infer(model, infer_inputs(self._tc, arrays),
+                                                  outputs=self._outputs(outputs), **self._call_kwargs())
+                return _as_arrays(result, outputs)
+            except Overloaded:
+                if delay_s is None:
+                    raise
+                time.sleep(delay_s)
+        raise AssertionError("unreachable: the last attempt raises")
 
     def _route_batch_size(self) -> int:
         if self._route_batch is None:

@@ -19,9 +19,26 @@ log = logging.getLogger(__name__)
 _NUMPY_DTYPES = {"FP32": np.float32, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_, "BYTES": np.object_}
 
 
+# Words that open an error message after its step and say its kind: "<step>: server busy: ..." is UNAVAILABLE,
+# "<step>: internal error: ..." INTERNAL, anything else the client's fault (INVALID_ARG). Triton 2.51 drops the
+# code of an error a decoupled model sends back to a BLS caller (the generator forwarding to its engine gets
+# INTERNAL for everything), so the kind travels in the message and `error_code` reads it back.
+BUSY, INTERNAL = "server busy", "internal error"
+
+
 def error_response(pb_utils, step: str, message: str, *, invalid_argument: bool = True):
     code = pb_utils.TritonError.INVALID_ARG if invalid_argument else pb_utils.TritonError.INTERNAL
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{step}: {message}", code))
+
+
+def error_code(pb_utils, message: str):
+    """The TritonError code an `exception_response` message stands for (see BUSY, INTERNAL)."""
+    _, _, text = message.partition(": ")
+    if text.startswith(f"{BUSY}: "):
+        return pb_utils.TritonError.UNAVAILABLE
+    if text.startswith(f"{INTERNAL}: "):
+        return pb_utils.TritonError.INTERNAL
+    return pb_utils.TritonError.INVALID_ARG
 
 
 def exception_response(pb_utils, step: str, error: BaseException):
@@ -29,9 +46,9 @@ def exception_response(pb_utils, step: str, error: BaseException):
     if isinstance(error, InputError):
         return error_response(pb_utils, error.step or step, str(error))
     if isinstance(error, ServerBusyError):
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{step}: {error}",
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{step}: {BUSY}: {error}",
                                                                      pb_utils.TritonError.UNAVAILABLE))
-    return error_response(pb_utils, step, f"internal error: {type(error).__name__}: {error}", invalid_argument=False)
+    return error_response(pb_utils, step, f"{INTERNAL}: {type(error).__name__}: {error}", invalid_argument=False)
 
 
 def respond_each(pb_utils, step: str, requests: list, handle: Callable) -> list:

@@ -13,7 +13,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.conftest import make_image
-from vlm_client import VLMError
+from vlm_client import InvalidRequest, VLMClient, VLMError
 from vlm_client.protocol import ENSEMBLE, IMAGE, QUERY, TEXT
 
 
@@ -88,7 +88,17 @@ def test_bad_request_gets_a_clear_error_naming_the_problem(raw, grpc_client, cas
         raw_ask(raw, make(), query, options)
     message = error.value.message()
     assert f"{step}:" in message and needle in message, message
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT", (case, error.value.status())  # the client's fault
     assert grpc_client.ask(make_image(2), "[CAPTION]", max_new_tokens=2).task == "caption"   # still serving
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_the_sdk_raises_invalid_request_for_a_bad_option(server, protocol):
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    with VLMClient(url, protocol=protocol) as client:
+        with pytest.raises(InvalidRequest) as error:
+            client.ask(make_image(1), "[CAPTION]", max_new_tokens=-5)
+    assert error.value.step == "generator" and error.value.status in ("INVALID_ARGUMENT", "400")
 
 
 def test_empty_image_and_non_utf8_query(raw):

@@ -14,7 +14,7 @@ import tritonclient.http
 from PIL import Image
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
-from vlm_client import Answer, DetectedObject, Route, VLMClient, VLMError, cli
+from vlm_client import Answer, DetectedObject, InvalidRequest, Overloaded, Route, ServerError, VLMClient, VLMError, cli
 from vlm_client import protocol as proto
 from vlm_client.aio import AsyncVLMClient
 from vlm_client.errors import split_step, translate_errors
@@ -210,6 +210,63 @@ def test_server_exception_becomes_vlm_error():
     assert (err.step, err.message, err.status) == ("vision_encoder", "out of memory", "INTERNAL")
     assert "in ensemble 'vlm'" in err.raw
     assert str(err) == "vision_encoder: out of memory"
+
+
+@pytest.mark.parametrize("status, kind", [
+    ("StatusCode.INVALID_ARGUMENT", InvalidRequest), ("400", InvalidRequest),
+    ("StatusCode.UNAVAILABLE", Overloaded), ("503", Overloaded), ("429", Overloaded),
+    ("StatusCode.INTERNAL", ServerError), ("500", ServerError), (None, ServerError),
+])
+def test_server_errors_have_the_kind_of_their_status(status, kind):
+    with pytest.raises(VLMError) as info, translate_errors("h:1"):
+        raise InferenceServerException("generator: something", status=status)
+    assert type(info.value) is kind
+
+
+class FlakyTritonClient:
+    """Answers `infer` with the errors it is given, then with a route response."""
+
+    def __init__(self, *errors):
+        self.errors, self.calls = list(errors), 0
+
+    def infer(self, model, inputs, outputs=None, **kwargs):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return _FakeResult({proto.TASK_PROBS.name: np.array([[0.1, 0.8, 0.1]], dtype=np.float32),
+                            proto.TASK_SCORES.name: np.array([[0.1, 0.8, 0.1]], dtype=np.float32),
+                            proto.FORCED_TASK.name: np.array([[-1]], dtype=np.int32),
+                            proto.FORCED_BY.name: np.array([[b""]], dtype=np.object_)})
+
+
+class _FakeResult:
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def as_numpy(self, name):
+        return self.arrays.get(name)
+
+
+def _busy():
+    return InferenceServerException("generator: server busy: 64 requests are waiting", status="StatusCode.UNAVAILABLE")
+
+
+def test_only_overloaded_answers_are_retried_with_backoff(monkeypatch):
+    pauses = []
+    monkeypatch.setattr("vlm_client.sdk.time.sleep", pauses.append)
+    client = VLMClient("h:1", retries=2, retry_backoff_s=0.1)
+    client._triton_client = FlakyTritonClient(_busy(), _busy())
+    client._route_batch = 8
+    assert client.route("find the cars").task == "od"
+    assert client._triton_client.calls == 3 and pauses == [0.1, 0.2]
+    client._triton_client = FlakyTritonClient(_busy(), _busy(), _busy())
+    with pytest.raises(Overloaded):
+        client.route("find the cars")                      # three refusals: the last one is raised
+    client._triton_client = FlakyTritonClient(InferenceServerException("query_preprocess: query is empty",
+                                                                       status="StatusCode.INVALID_ARGUMENT"))
+    with pytest.raises(InvalidRequest):
+        client.route("x")
+    assert client._triton_client.calls == 1                 # a bad request is never sent twice
 
 
 @pytest.mark.parametrize("exc, status", [(ConnectionRefusedError(111, "refused"), "UNAVAILABLE"),

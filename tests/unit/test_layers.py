@@ -134,7 +134,7 @@ def test_no_import_cycles():
 LIGHT = {
     # what runs in every light python-backend stub, the client, and `vlm` before a command runs
     "vlm_client": "import vlm_client, vlm_client.cli",
-    "serving config": "import minivlm.serving.config",
+    "generator forwarder": "import minivlm.serving.config, minivlm.serving.triton_glue",
     "onnx models": "import minivlm.serving.onnx_model, minivlm.routing.onnx_runtime",
     "vlm parser": "from minivlm.cli import build_parser; build_parser()",
 }

@@ -143,7 +143,7 @@ def test_generator_forwards_to_a_decoupled_engine_and_stays_unary():
     imported = {node.module if isinstance(node, ast.ImportFrom) else alias.name
                 for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
     # light processes: no torch (test_layers.py checks that minivlm.serving.config imports none)
-    assert imported == {"asyncio", "minivlm.serving.config", "triton_python_backend_utils"}
+    assert imported == {"asyncio", "minivlm.serving.config", "minivlm.serving.triton_glue", "triton_python_backend_utils"}
     parameters = {key: value.string_value for key, value in engine.parameters.items()}
     assert parameters["batching"] == "continuous" and int(parameters["max_live_rows"]) >= 1
     assert int(parameters["max_waiting_requests"]) >= 1

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minivlm.errors import InputError
+from minivlm.errors import InputError, ServerBusyError
 from minivlm.processing.images import preprocess_image_bytes
 from minivlm.routing.minilm import pretrained_encoder_dir
 from minivlm.routing.tokenization import QueryTokenizer
 from minivlm.serving.preprocess_step import PreprocessStep, blamed_on
 from minivlm.serving.query_step import QueryStep
-from minivlm.serving.triton_glue import respond_each
-from vlm_client.protocol import IMAGE_PREPROCESS, NO_TASK, PREPROCESS, QUERY_PREPROCESS, TASKS
+from minivlm.serving.triton_glue import error_code, exception_response, respond_each
+from vlm_client.protocol import GENERATOR, IMAGE_PREPROCESS, NO_TASK, PREPROCESS, QUERY_PREPROCESS, TASKS
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ class FakePbUtils:
     """Just enough of triton_python_backend_utils for respond_each's error responses."""
 
     class TritonError:
-        INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
+        INVALID_ARG, INTERNAL, UNAVAILABLE = "INVALID_ARG", "INTERNAL", "UNAVAILABLE"
 
         def __init__(self, message, code):
             self.message, self.code = message, code
@@ -98,3 +98,15 @@ def test_each_request_gets_its_own_error_prefixed_with_the_named_step():
     assert responses[1].error.message == "image_preprocess: image is empty (0 bytes)"
     assert responses[1].error.code == "INVALID_ARG"
     assert responses[2].error.message.startswith("preprocess: internal error: RuntimeError")
+
+
+def test_the_error_kind_survives_a_hop_that_drops_the_code():
+    """generator forwards generator_engine's errors; Triton 2.51 hands it every one as INTERNAL."""
+    errors = {"bad option": InputError("max_new_tokens must be in [1, 512], got -5"),
+              "busy": ServerBusyError("64 requests are waiting for a decoding slot; retry later"),
+              "bug": KeyError("x")}
+    for name, error in errors.items():
+        sent = exception_response(FakePbUtils, GENERATOR, error).error
+        assert error_code(FakePbUtils, sent.message) == sent.code, name
+    assert [exception_response(FakePbUtils, GENERATOR, e).error.code for e in errors.values()] == \
+        ["INVALID_ARG", "UNAVAILABLE", "INTERNAL"]

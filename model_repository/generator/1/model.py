@@ -9,6 +9,7 @@ import asyncio
 import triton_python_backend_utils as pb_utils
 
 from minivlm.serving.config import GeneratorConfig
+from minivlm.serving.triton_glue import error_code
 
 
 class TritonPythonModel:
@@ -30,9 +31,9 @@ class TritonPythonModel:
             return self._error(f"generator: internal error: {type(error).__name__}: {error}")
         if answer is None:
             return self._error(f"generator: internal error: {self.engine_model} sent no answer")
-        if answer.has_error():      # its message already names the step ("generator: ...")
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(answer.error().message(),
-                                                                         answer.error().code()))
+        if answer.has_error():      # its message already names the step and kind ("generator: ...")
+            message = answer.error().message()
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, error_code(pb_utils, message)))
         return pb_utils.InferenceResponse(answer.output_tensors())
 
     @staticmethod
