@@ -85,15 +85,26 @@ def add_serve_command(subparsers) -> None:
                         help="address to listen on (default loopback; expose deliberately)")
     parser.add_argument("--startup-timeout-s", type=float, default=300.0,
                         help="seconds to wait for every model to load and warm up")
+    parser.add_argument("--grpc-tls-cert", type=Path, metavar="PEM",
+                        help="serve gRPC over TLS with this certificate (needs --grpc-tls-key)")
+    parser.add_argument("--grpc-tls-key", type=Path, metavar="PEM", help="the certificate's private key")
+    parser.add_argument("--grpc-tls-client-ca", type=Path, metavar="PEM",
+                        help="mutual TLS: serve only clients whose certificate this CA signed")
     parser.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from minivlm.server.process import ServerOptions, TritonServer
+    from minivlm.server.process import GrpcTls, ServerOptions, TritonServer
 
+    if bool(args.grpc_tls_cert) != bool(args.grpc_tls_key) or (args.grpc_tls_client_ca and not args.grpc_tls_cert):
+        print("error: --grpc-tls-cert and --grpc-tls-key go together (and --grpc-tls-client-ca needs them)",
+              file=sys.stderr)
+        return 2
+    tls = GrpcTls(server_cert=args.grpc_tls_cert, server_key=args.grpc_tls_key,
+                  client_ca=args.grpc_tls_client_ca) if args.grpc_tls_cert else None
     server = TritonServer(ServerOptions(
         model_repository=args.model_repository.resolve(), grpc_port=args.grpc_port, http_port=args.http_port,
-        metrics_port=args.metrics_port, host=args.host, startup_timeout_s=args.startup_timeout_s))
+        metrics_port=args.metrics_port, host=args.host, startup_timeout_s=args.startup_timeout_s, grpc_tls=tls))
     print(f"admin key for restricted endpoints (model control, shm, trace, logging): {server.admin_key}")
     server.serve_forever()
     return 0

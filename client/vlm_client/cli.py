@@ -52,10 +52,14 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
                         help="transport (default grpc)")
     parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, metavar="F",
                         help=f"seconds to wait for each request (default {DEFAULT_TIMEOUT_S:g})")
+    parser.add_argument("--tls-ca", metavar="PEM", help="gRPC over TLS: the CA that signed the server's certificate")
+    parser.add_argument("--tls-cert", metavar="PEM", help="mutual TLS: this client's certificate")
+    parser.add_argument("--tls-key", metavar="PEM", help="mutual TLS: this client's private key")
 
 
 def _connect(args: argparse.Namespace) -> VLMClient:
-    return VLMClient(args.url, protocol=args.protocol, timeout_s=args.timeout_s)
+    return VLMClient(args.url, protocol=args.protocol, timeout_s=args.timeout_s, tls_ca=args.tls_ca,
+                     tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 
 def _report_errors(run: Callable[[], None]) -> int:

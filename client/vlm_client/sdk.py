@@ -135,6 +135,22 @@ def chunked(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 # --- the clients ------------------------------------------------------------------------------------------
+def _tls_files(protocol: str, ca: str | Path | None, cert: str | Path | None,
+               key: str | Path | None) -> dict[str, str] | None:
+    """tritonclient's gRPC TLS arguments from PEM file paths, each checked to exist; None without TLS."""
+    if ca is None and cert is None and key is None:
+        return None
+    if protocol != "grpc":
+        raise ValueError("TLS is for protocol='grpc': Triton's HTTP endpoint has no TLS (put a proxy in front)")
+    if ca is None or (cert is None) != (key is None):
+        raise ValueError("TLS needs tls_ca, and tls_cert and tls_key together (or neither)")
+    files = {"root_certificates": ca, "certificate_chain": cert, "private_key": key}
+    for path in filter(None, files.values()):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"TLS file not found: {path}")
+    return {name: str(path) for name, path in files.items() if path is not None}
+
+
 class _ClientBase:
     """Settings and protocol differences shared by VLMClient and AsyncVLMClient."""
     _aio = False
@@ -142,9 +158,12 @@ class _ClientBase:
     def __init__(self, url: str | None = None, *, protocol: str = "grpc",
                  timeout_s: float = DEFAULT_TIMEOUT_S, model_name: str = proto.ENSEMBLE,
                  route_model_name: str = proto.ROUTE_ENSEMBLE, stream_model_name: str = proto.STREAM_ENSEMBLE,
-                 retries: int = 2, retry_backoff_s: float = 0.25):
+                 retries: int = 2, retry_backoff_s: float = 0.25, tls_ca: str | Path | None = None,
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None):
         """`retries`: how often an `Overloaded` answer (refused before any work) is sent again, after
-        `retry_backoff_s`, then twice that, and so on; nothing else is retried."""
+        `retry_backoff_s`, then twice that, and so on; nothing else is retried. `tls_ca` (PEM file of the CA
+        that signed the server's certificate) turns on gRPC TLS; `tls_cert` + `tls_key` add the client's
+        certificate for a server that asks for one (mutual TLS)."""
         if protocol not in DEFAULT_URLS:
             raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(DEFAULT_URLS)}")
         if not timeout_s > 0:
@@ -152,6 +171,7 @@ class _ClientBase:
         if retries < 0 or retry_backoff_s < 0:
             raise ValueError(f"retries and retry_backoff_s must be >= 0, got {retries!r}, {retry_backoff_s!r}")
         self.retries, self.retry_backoff_s = int(retries), float(retry_backoff_s)
+        self.tls = _tls_files(protocol, tls_ca, tls_cert, tls_key)
         self.url = url or DEFAULT_URLS[protocol]
         self.protocol = protocol
         self.timeout_s = float(timeout_s)
@@ -171,7 +191,9 @@ class _ClientBase:
 
     def _new_triton_client(self) -> Any:
         if self.protocol == "grpc":
-            return self._tc.InferenceServerClient(self.url)
+            if self.tls is None:
+                return self._tc.InferenceServerClient(self.url)
+            return self._tc.InferenceServerClient(self.url, ssl=True, **self.tls)
         if self._aio:
             return self._tc.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
         return self._tc.InferenceServerClient(self.url, connection_timeout=self.timeout_s,

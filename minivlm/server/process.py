@@ -66,6 +66,28 @@ def _term_when_parent_dies() -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GrpcTls:
+    """TLS on the gRPC endpoint (PEM files). With `client_ca`, mutual TLS: only clients presenting a
+    certificate signed by it are served. Triton 2.51's HTTP endpoint has no TLS: keep it on loopback or put a
+    TLS-terminating proxy in front."""
+    server_cert: Path
+    server_key: Path
+    client_ca: Path | None = None
+
+    def __post_init__(self):
+        for path in (self.server_cert, self.server_key, self.client_ca):
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"TLS file not found: {path}")
+
+    def flags(self) -> list[str]:
+        flags = ["--grpc-use-ssl=true", f"--grpc-server-cert={Path(self.server_cert).resolve()}",
+                 f"--grpc-server-key={Path(self.server_key).resolve()}"]
+        if self.client_ca is not None:
+            flags += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={Path(self.client_ca).resolve()}"]
+        return flags
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServerOptions:
     model_repository: Path
     grpc_port: int = 8001
@@ -88,6 +110,7 @@ class ServerOptions:
     shm_default_byte_size: int = 24 * MiB
     shm_growth_byte_size: int = 16 * MiB
     backend_config: Sequence[str] = ()          # extra "<backend>,<key>=<value>" settings
+    grpc_tls: GrpcTls | None = None             # None: plaintext gRPC
     backend_directory: Path | None = None       # default: a per-version cache folder
     log_file: Path | None = None                # server stdout+stderr; default: a temporary file
     # Linux: SIGTERM the server when the thread that started it dies, so a killed test run or CLI leaves
@@ -153,6 +176,7 @@ class TritonServer:
             f"--backend-config=python,shm-growth-byte-size={o.shm_growth_byte_size}",
         ]
         command += [f"--backend-config={setting}" for setting in o.backend_config]
+        command += o.grpc_tls.flags() if o.grpc_tls else []
         return command + self._restricted_flags()
 
     def start(self) -> None:
@@ -264,7 +288,9 @@ class TritonServer:
         Returns the server's exit code. Ctrl-C during startup raises KeyboardInterrupt (server stopped).
         """
         with self, _stop_signals() as received:
-            out.write(f"tritonserver ready\n  grpc    {self.grpc_url}\n  http    {self.http_url}\n"
+            tls = self.options.grpc_tls
+            security = "" if tls is None else " (mutual TLS)" if tls.client_ca else " (TLS)"
+            out.write(f"tritonserver ready\n  grpc    {self.grpc_url}{security}\n  http    {self.http_url}\n"
                       f"  metrics {self.metrics_url}\n  log     {self.log_path}\n")
             out.flush()
             while not received and self.process.poll() is None:

@@ -291,8 +291,9 @@ class FakeClient:
     calls: list = []
     error: VLMError | None = None
 
-    def __init__(self, url, *, protocol, timeout_s):
+    def __init__(self, url, *, protocol, timeout_s, tls_ca=None, tls_cert=None, tls_key=None):
         FakeClient.calls.append(("init", url, protocol, timeout_s))
+        FakeClient.tls = (tls_ca, tls_cert, tls_key)
 
     def __enter__(self):
         return self
@@ -343,6 +344,23 @@ def test_cli_ask_can_turn_the_json_constraint_off(fake_client, capsys):
     assert ask_arrays(b"img", "q", json_constraint=False)[proto.JSON_CONSTRAINT][0, 0] == False   # noqa: E712
     with pytest.raises(TypeError, match="json_constraint must be True or False"):
         ask_arrays(b"img", "q", json_constraint="no")
+
+
+def test_cli_passes_tls_files(fake_client, capsys):
+    assert cli.main(["route", "--tls-ca", "ca.pem", "--tls-cert", "c.pem", "--tls-key", "k.pem", "hi"]) == 0
+    assert fake_client.tls == ("ca.pem", "c.pem", "k.pem")
+
+
+def test_tls_options_are_checked_before_connecting(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here: gRPC reads it")
+    with pytest.raises(ValueError, match="Triton's HTTP endpoint has no TLS"):
+        VLMClient("h:1", protocol="http", tls_ca=ca)
+    with pytest.raises(ValueError, match="tls_cert and tls_key together"):
+        VLMClient("h:1", tls_ca=ca, tls_cert=ca)
+    with pytest.raises(FileNotFoundError, match="missing.pem"):
+        VLMClient("h:1", tls_ca=tmp_path / "missing.pem")
+    assert VLMClient("h:1", tls_ca=ca).tls == {"root_certificates": str(ca)}
 
 
 def test_cli_rejects_unknown_task():
