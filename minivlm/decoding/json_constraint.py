@@ -97,7 +97,7 @@ class RowConstraint:
         eos = self.grammar.eos_token_id
         if not self._plan and self.matcher.is_stopped():     # the JSON is complete: only EOS is left to say
             return eos
-        if not self._plan and remaining <= CLOSING_WINDOW and not self._closes_in(token, remaining - 1):
+        if not self._plan and remaining <= CLOSING_WINDOW and not self.closes_in(token, remaining - 1):
             self._plan = self._closing_plan(self.matcher)
         if self._plan:
             token = self._plan.pop(0)
@@ -105,7 +105,8 @@ class RowConstraint:
             self.matcher.consume_token(token)
         return token
 
-    def _closes_in(self, token: int, budget: int) -> bool:
+    def closes_in(self, token: int, budget: int) -> bool:
+        """Whether the answer, after `token`, can still be closed within `budget` more tokens, EOS included."""
         if token == self.grammar.eos_token_id:
             return True
         trial = self.matcher.deep_copy()

@@ -165,7 +165,7 @@ def measure_json_constraint(grammar: DetectionGrammar, tokenizer, *, batch: int)
             for row, row_logits in zip(rows, logits):
                 row.mask(row_logits)
                 if closing:
-                    row._closes_in(token, CLOSING_WINDOW)      # what settle checks near the limit
+                    row.closes_in(token, CLOSING_WINDOW)      # what settle checks near the limit
                 row.matcher.consume_token(token)
         timings[name] = (time.perf_counter() - start) / len(ids)
     return timings
