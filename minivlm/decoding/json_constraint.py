@@ -10,8 +10,8 @@ in the tokens left after it; otherwise the row follows the shortest closing to t
 coordinates, then `]}`s, then EOS), as the tokenizer writes that text. The closing is found by running the
 grammar on a copy of the matcher, and only in the last `CLOSING_WINDOW` tokens, where it can bind. An object
 cut short this way is completed with zeros, which `parse_detection` rejects (a box needs a size): the JSON
-parses, and no made-up box is reported. A limit below the shortest complete
-answer (`{"objects": []}` and EOS, about 8 tokens) cannot be met; the answer is then cut like any other.
+parses, and no made-up box is reported. A limit below the shortest complete answer (`{"objects": []}` and
+EOS, about 8 tokens) cannot be met; the answer is then cut like any other.
 """
 from __future__ import annotations
 
