@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -41,6 +42,7 @@ from minivlm.decoding.llama_decoder import Precision, fast_decoder, supports_fas
 from minivlm.decoding.sampling import Generation
 from minivlm.errors import InputError, ServerBusyError
 from minivlm.serving.config import GeneratorEngineConfig
+from minivlm.serving.metrics import GeneratorMetrics, PartTiming, detection_outcome, refusal_reason
 from minivlm.serving.generator_engine import GenerationRequest, GenerationResult, GeneratorEngine, warm_up_request
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ class _Ticket:
     jobs: deque[Job] = field(default_factory=deque)         # not admitted yet
     generations: dict[tuple[int, int], Generation] = field(default_factory=dict)
     expected: int = 0
+    submitted: float = field(default_factory=time.monotonic)
+    first_token: dict[tuple[int, int], float] = field(default_factory=dict)    # (row, part) -> when
+    finished: dict[tuple[int, int], float] = field(default_factory=dict)
     delivered: bool = False      # answered or failed: rows of it still decoding are ignored
     on_text: Callable[[str], None] | None = None    # streaming: the next piece of its first part's text
     streamed: str = ""           # the text sent to on_text so far
@@ -65,7 +70,10 @@ class _Ticket:
 
 class Scheduler:
     def __init__(self, engine: GeneratorEngine, *, max_live_rows: int = 16, max_waiting_requests: int = 64,
-                 continuous: bool = True, overlap_prefill: bool = True, precision: Precision = "fp32"):
+                 continuous: bool = True, overlap_prefill: bool = True, precision: Precision = "fp32",
+                 metrics: GeneratorMetrics | None = None):
+        """`metrics`: where answered requests, their timings and the load are recorded (None: nowhere)."""
+        self.metrics = metrics
         if max_waiting_requests < 1:
             raise ValueError(f"max_waiting_requests must be >= 1, got {max_waiting_requests}")
         self.engine, self.max_live_rows, self.max_waiting_requests = engine, max_live_rows, max_waiting_requests
@@ -89,12 +97,13 @@ class Scheduler:
         self._prefill_thread = threading.Thread(target=self._prefill_loop, name="generator-prefill", daemon=True)
 
     @classmethod
-    def from_config(cls, engine: GeneratorEngine, config: GeneratorEngineConfig) -> Scheduler:
+    def from_config(cls, engine: GeneratorEngine, config: GeneratorEngineConfig, *,
+                    metrics: GeneratorMetrics | None = None) -> Scheduler:
         """batching: prefill on its own thread ("continuous"), on the scheduler's ("continuous_inline"), or
         static batches."""
         return cls(engine, max_live_rows=config.max_live_rows, max_waiting_requests=config.max_waiting_requests,
                    continuous=config.batching != "static", overlap_prefill=config.batching == "continuous",
-                   precision=config.decoder_precision)
+                   precision=config.decoder_precision, metrics=metrics)
 
     @property
     def mode(self) -> str:
@@ -174,11 +183,26 @@ class Scheduler:
                 self._fail(list(self._active), error)
                 self.batch = self._new_batch()
                 continue
+            self._first_tokens()
             for key, generation in finished:
                 self._finish(key, generation)
             self._stream_text()
+            if self.metrics is not None:
+                self.metrics.load(live_rows=len(getattr(self.batch, "rows", ())) + self._prefilling,
+                                  waiting=self._waiting)
         self._fail(list(self._active) + list(self._queue) + self._inbox,
                    ServerBusyError("the generator is shutting down"))
+
+    def _first_tokens(self) -> None:
+        """When each live row produced its first token (continuous batches; a row that ends on its first token,
+        or a static batch's, gets it in `_finish`)."""
+        if self.metrics is None or not self.continuous:
+            return
+        now = time.monotonic()
+        for row in self.batch.rows:
+            ticket, index, part = row.key
+            if len(row.tokens) == 1:
+                ticket.first_token.setdefault((index, part), now)
 
     def _stream_text(self) -> None:
         """Each streaming request's new text since the last step (continuous batches: static ones have no rows
@@ -275,6 +299,8 @@ class Scheduler:
             return
         self._stream_piece(key, generation.token_ids, last=True)     # the rest of a streamed text
         ticket.generations[row, part] = generation
+        ticket.finished[row, part] = now = time.monotonic()
+        ticket.first_token.setdefault((row, part), now)
         if len(ticket.generations) < ticket.expected:
             return
         self._active.discard(ticket)
@@ -285,6 +311,17 @@ class Scheduler:
             log.exception("building the generator's answer failed")
             results = error
         self._deliver(ticket, results)
+        if self.metrics is not None and not isinstance(results, BaseException):
+            self._record(ticket, results)
+
+    def _record(self, ticket: _Ticket, results: list[GenerationResult]) -> None:
+        for index, result in enumerate(results):
+            parts = [PartTiming(p.task, ticket.first_token[index, k] - ticket.submitted,
+                                ticket.finished[index, k] - ticket.first_token[index, k], p.completion_tokens)
+                     for k, p in enumerate(result.parts)]
+            detection = next((p.detection for p in result.parts if p.detection is not None), None)
+            self.metrics.answered(result.routing, result.task, result.confidence, parts,
+                                  None if detection is None else detection_outcome(detection))
 
     def _fail(self, tickets: list[_Ticket], error: BaseException) -> None:
         for ticket in dict.fromkeys(tickets):     # once each, in order
@@ -301,8 +338,16 @@ class Scheduler:
         with self._cond:
             self._waiting -= 1
 
-    @staticmethod
-    def _deliver(ticket: _Ticket, outcome) -> None:
+    def note_refusal(self, error: BaseException) -> None:
+        """Count a request refused with `error` (bad input, a full queue, shutdown). The scheduler counts the
+        refusals it delivers; the caller counts what `submit` raises."""
+        reason = refusal_reason(error)
+        if self.metrics is not None and reason is not None:
+            self.metrics.refused_request(reason)
+
+    def _deliver(self, ticket: _Ticket, outcome) -> None:
+        if isinstance(outcome, BaseException):
+            self.note_refusal(outcome)
         ticket.delivered = True
         try:
             ticket.deliver(outcome)

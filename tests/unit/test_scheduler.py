@@ -14,6 +14,7 @@ from minivlm.processing.prompts import clean_answer
 from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.generator_engine import GenerationRequest, GeneratorEngine
 from minivlm.serving.options import RequestOptions
+from minivlm.serving.metrics import GeneratorMetrics
 from minivlm.serving.scheduler import Scheduler
 from vlm_client.protocol import NO_TASK, ROUTED_BY_TAG, TASKS
 
@@ -296,3 +297,66 @@ def test_streamed_pieces_join_to_the_first_parts_raw_text_before_the_answer(engi
                              on_text=lambda piece: None)
     finally:
         scheduler.close()
+
+
+class RecordingMetrics:
+    """The python backend's metrics API (MetricFamily, .Metric, increment/set/observe), recorded."""
+
+    COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
+
+    def __init__(self, name, description, kind):
+        self.name, self.kind, self.series = name, kind, {}
+        RecordingMetrics.families[name] = self
+
+    def Metric(self, labels, buckets=None):  # noqa: N802 - the backend's name
+        series = RecordingSeries()
+        self.series[tuple(sorted(labels.items()))] = series
+        return series
+
+    @classmethod
+    def value(cls, name, **labels):
+        return cls.families[name].series[tuple(sorted(labels.items()))]
+
+
+class RecordingSeries:
+    def __init__(self):
+        self.total, self.observed = 0.0, []
+
+    def increment(self, value):
+        self.total += value
+
+    def set(self, value):
+        self.total = value
+
+    def observe(self, value):
+        self.observed.append(value)
+
+
+def test_metrics_record_each_answer_its_timings_and_refusals(engine, images):
+    RecordingMetrics.families = {}
+    pb_utils = type("pb_utils", (), {"MetricFamily": RecordingMetrics})
+    scheduler = Scheduler(engine, max_live_rows=4, metrics=GeneratorMetrics(pb_utils)).start()
+    try:
+        outcomes = Outcomes()
+        scheduler.submit([ask(images[0], "caption", max_new_tokens=5, **GREEDY)], outcomes.deliver("caption"))
+        scheduler.submit([ask(images[1], "od", max_new_tokens=30, **GREEDY)], outcomes.deliver("od"))
+        scheduler.submit([compound(images[2])], outcomes.deliver("compound"))
+        scheduler.submit([ask(images[3], "vqa", "is it red?", max_new_tokens=0)], outcomes.deliver("bad"))
+        outcomes.wait(4)
+    finally:
+        scheduler.close()
+    assert isinstance(outcomes.done["bad"], InputError)
+    value = RecordingMetrics.value
+    assert value("vlm_requests_total", routing="tag", task="caption").total == 1
+    assert value("vlm_requests_total", routing="tag", task="od").total == 1
+    assert value("vlm_requests_total", routing="router", task="caption+od").total == 1
+    assert value("vlm_refused_requests_total", reason="invalid_request").total == 1
+    assert len(value("vlm_router_confidence").observed) == 1              # tagged requests are not the router's
+    answers = [part for name in ("caption", "od", "compound") for part in outcomes.done[name][0].parts]
+    for task in ("caption", "od"):
+        parts = [p for p in answers if p.task == task]
+        assert value("vlm_generated_tokens_total", task=task).total == sum(p.completion_tokens for p in parts)
+        assert len(value("vlm_time_to_first_token_seconds", task=task).observed) == len(parts)
+        assert all(0 < s < 60 for s in value("vlm_time_to_first_token_seconds", task=task).observed)
+    assert value("vlm_detection_answers_total", outcome="parsed").total == 2    # JSON by construction
+    assert value("vlm_live_decode_rows").total == 0 and value("vlm_waiting_requests").total == 0

@@ -9,6 +9,7 @@ import triton_python_backend_utils as pb_utils
 from minivlm.model.artifacts import load_generator_artifacts
 from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.generator_engine import GeneratorEngine, requests_from_rows, response_values
+from minivlm.serving.metrics import GeneratorMetrics
 from minivlm.serving.scheduler import Scheduler
 from minivlm.serving.triton_glue import exception_response, output_rows, read_rows
 from vlm_client import protocol as P
@@ -23,7 +24,7 @@ class TritonPythonModel:
         device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
         language_model, tokenizer = load_generator_artifacts(Path(args["model_repository"]) / args["model_version"])
         engine = GeneratorEngine(language_model.to(device), tokenizer, config)
-        self.scheduler = Scheduler.from_config(engine, config).start()
+        self.scheduler = Scheduler.from_config(engine, config, metrics=GeneratorMetrics(pb_utils)).start()
         self.scheduler.warm_up()
 
     def execute(self, requests):
@@ -34,6 +35,7 @@ class TritonPythonModel:
                 stream = partial(self._send_text, sender) if any(inputs[P.STREAM] or []) else None
                 self.scheduler.submit(requests_from_rows(inputs), partial(self._send, sender), on_text=stream)
             except Exception as error:   # bad input, a full queue: this request alone
+                self.scheduler.note_refusal(error)
                 sender.send(exception_response(pb_utils, P.GENERATOR, error), flags=FINAL)
         return None
 
