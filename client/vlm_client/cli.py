@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from . import protocol as proto
 from .errors import VLMError
 from .sdk import DEFAULT_TIMEOUT_S, DEFAULT_URLS, VLMClient
+from .top import DEFAULT_METRICS_URL
 from .types import Answer, Route
 
 
@@ -43,6 +44,14 @@ def add_client_subcommands(subparsers: Any) -> None:
     route.add_argument("queries", nargs="*", metavar="QUERY",
                        help="queries to route; read from stdin, one per line, when none are given")
     route.set_defaults(func=run_route)
+
+    top = subparsers.add_parser("top", help="watch the server: throughput, first-token latency, queue, routing",
+                                description="Scrape the server's Prometheus endpoint every interval and show what "
+                                            "happened in it (the Grafana dashboard's numbers, in the terminal).")
+    top.add_argument("-u", "--url", default=DEFAULT_METRICS_URL, help=f"metrics URL (default {DEFAULT_METRICS_URL})")
+    top.add_argument("--interval-s", type=float, default=2.0, metavar="F", help="seconds between scrapes (default 2)")
+    top.add_argument("--once", action="store_true", help="print one interval and exit")
+    top.set_defaults(func=run_top_command)
 
 
 def _add_connection_args(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +114,17 @@ def format_answer(answer: Answer) -> str:
     lines.append(f"finish   {answer.finish_reason}, {answer.prompt_tokens} prompt + "
                  f"{answer.completion_tokens} completion tokens")
     return "\n".join(lines)
+
+
+def run_top_command(args: argparse.Namespace) -> int:
+    from .top import run_top
+
+    try:
+        run_top(args.url, interval_s=args.interval_s, once=args.once)
+    except OSError as exc:
+        print(f"error: cannot read {args.url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def read_queries(stream: TextIO) -> list[str]:

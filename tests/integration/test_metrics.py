@@ -1,27 +1,14 @@
 """The generator's metrics on the server's real /metrics endpoint move by exactly what known requests do."""
 from __future__ import annotations
 
-import re
-import urllib.request
+import subprocess
+import sys
 
 import pytest
 
 from tests.integration.conftest import make_image
 from vlm_client import InvalidRequest
-
-_LINE = re.compile(r'^(\w+)(?:\{(.*)\})? ([0-9.eE+-]+|NaN|\+Inf)$')
-
-
-def scrape(server) -> dict[tuple[str, frozenset], float]:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        match = _LINE.match(line)
-        if match and match.group(1).startswith("vlm_"):
-            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-            samples[match.group(1), labels] = float(match.group(3))
-    return samples
+from vlm_client.metrics import Interval, scrape
 
 
 def moved(before, after, name, **labels) -> float:
@@ -30,12 +17,12 @@ def moved(before, after, name, **labels) -> float:
 
 
 def test_each_metric_moves_by_what_the_requests_did(server, grpc_client):
-    before = scrape(server)
+    before = scrape(server.metrics_url)
     captions = [grpc_client.ask(make_image(70 + i), "[CAPTION]", temperature=0.0, max_new_tokens=4) for i in range(2)]
     detection = grpc_client.ask(make_image(72), "Detect all objects", temperature=0.0, max_new_tokens=30)
     with pytest.raises(InvalidRequest):
         grpc_client.ask(make_image(73), "[CAPTION]", max_new_tokens=-5)
-    after = scrape(server)
+    after = scrape(server.metrics_url)
 
     assert moved(before, after, "vlm_requests_total", routing="tag", task="caption") == 2
     assert moved(before, after, "vlm_requests_total", routing=detection.routing, task="od") == 1
@@ -49,3 +36,16 @@ def test_each_metric_moves_by_what_the_requests_did(server, grpc_client):
     assert moved(before, after, "vlm_detection_answers_total", outcome="parsed") == 1
     assert moved(before, after, "vlm_refused_requests_total", reason="invalid_request") == 1
     assert after["vlm_waiting_requests", frozenset()] == 0
+
+    interval = Interval.between(before, after, seconds=1.0)          # what `vlm top` shows for this window
+    assert interval.requests_per_s == 3 and interval.refused_per_s["invalid_request"] == 1
+    assert interval.routing_mix == {"tag": pytest.approx(2 / 3), detection.routing: pytest.approx(1 / 3)}
+    assert 0 < interval.ttft_p50_s <= interval.ttft_p95_s
+
+
+def test_vlm_top_prints_the_servers_numbers(server):
+    out = subprocess.run([sys.executable, "-m", "minivlm.cli", "top", "--once", "--interval-s", "0.2",
+                          "-u", server.metrics_url], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for row in ("requests/s", "time to first token p50 / p95", "waiting requests / live decode rows", "routing"):
+        assert row in out.stdout

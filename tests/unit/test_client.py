@@ -395,3 +395,42 @@ def test_add_client_subcommands_on_a_foreign_parser():
     cli.add_client_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["route", "-u", "x:1", "q"])
     assert (args.func, args.url, args.queries) == (cli.run_route, "x:1", ["q"])
+
+
+# --- metrics ----------------------------------------------------------------------------------------------
+METRICS_TEXT = """# HELP vlm_requests_total Answered requests
+# TYPE vlm_requests_total counter
+vlm_requests_total{routing="tag",task="caption"} 3
+vlm_requests_total{routing="router",task="od"} 1
+vlm_time_to_first_token_seconds_bucket{task="caption",le="0.1"} 1
+vlm_time_to_first_token_seconds_bucket{task="caption",le="0.5"} 3
+vlm_time_to_first_token_seconds_bucket{task="caption",le="+Inf"} 4
+vlm_time_to_first_token_seconds_count{task="caption"} 4
+vlm_waiting_requests 2
+nv_inference_request_failure{model="vlm",version="1"} 5
+"""
+
+
+def test_prometheus_text_and_histogram_quantiles():
+    from vlm_client.metrics import histogram_quantile, parse_prometheus, total
+
+    samples = parse_prometheus(METRICS_TEXT)
+    assert total(samples, "vlm_requests_total") == 4 and total(samples, "vlm_requests_total", routing="tag") == 3
+    assert samples["vlm_waiting_requests", frozenset()] == 2
+    buckets = {0.1: 1, 0.5: 3, float("inf"): 4}
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1 + 0.4 * (2 - 1) / 2)   # inside (0.1, 0.5]
+    assert histogram_quantile(0.25, buckets) == pytest.approx(0.1)
+    assert histogram_quantile(0.99, buckets) == 0.5                   # in +Inf: the last finite bound
+    assert np.isnan(histogram_quantile(0.5, {}))
+
+
+def test_an_interval_between_two_scrapes():
+    from vlm_client.metrics import Interval, parse_prometheus
+
+    before = parse_prometheus(METRICS_TEXT)
+    after = parse_prometheus(METRICS_TEXT.replace('task="caption"} 3', 'task="caption"} 7')
+                             .replace('le="+Inf"} 4', 'le="+Inf"} 8').replace('le="0.5"} 3', 'le="0.5"} 7'))
+    interval = Interval.between(before, after, seconds=2.0)
+    assert interval.requests_per_s == 2.0 and interval.routing_mix == {"tag": 1.0}
+    assert interval.ttft_p50_s == pytest.approx(0.1 + 0.4 * 2 / 4) and interval.waiting == 2
+    assert interval.failed_per_s == 0.0
