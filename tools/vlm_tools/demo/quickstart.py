@@ -99,7 +99,7 @@ def draw_detections(image: Image.Image, objects, path: Path) -> None:
 def ask_all(client, image_path: Path, queries: list[str]) -> list:
     answers = []
     for query in queries:
-        answer = client.ask(image_path, query)
+        answer = client.ask(image_path, query, temperature=0.0)    # greedy: every run prints the same answers
         answers.append(answer)
         print(f"\n> {query}\n" + textwrap.indent(format_answer(answer), "  "))   # as `vlm ask` prints it
     return answers
