@@ -17,7 +17,7 @@ the two threads do not contend for a pool), and the prefilled rows join the batc
 being prefilled hold their slot, so `max_live_rows` still bounds the rows that decode at once.
 
 `precision` picks the decoder's weight format: "fp32" (HF's greedy tokens exactly) or the opt-in "bf16" /
-"int8", faster with an accuracy cost (`minivlm/decoder.py`, docs/benchmarks.md).
+"int8", faster with an accuracy cost (`minivlm/decoding/llama_decoder.py`, docs/benchmarks.md).
 
 Streaming (`submit(..., on_text=...)`, one-row requests): after each step the new text of the request's first
 answer part goes to `on_text` (raw decoded text, held back while it ends inside a multi-byte character; the

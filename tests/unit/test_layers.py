@@ -145,3 +145,19 @@ def test_light_entry_points_import_no_torch(code):
     check = f"{code}\nimport sys\nprint(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_vlm_works_without_the_tools_installed(monkeypatch):
+    """The GPU image installs no vlm_tools: its declared commands are skipped, the runtime's remain."""
+    import argparse
+
+    from minivlm import cli
+
+    class Missing:
+        def load(self):
+            raise ModuleNotFoundError("No module named 'vlm_tools'")
+
+    monkeypatch.setattr(cli, "entry_points", lambda group: [Missing()])
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert {"export", "serve", "ask", "route", "top"} <= set(commands) and "demo" not in commands
+    assert isinstance(commands["export"], argparse.ArgumentParser)
