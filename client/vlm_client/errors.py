@@ -4,7 +4,7 @@ Everything is a VLMError; what the server answered is one of three kinds, by its
 `InvalidRequest` (INVALID_ARGUMENT, HTTP 400: fix the request, never retried), `Overloaded` (UNAVAILABLE,
 HTTP 503 or 429: refused before any work, safe to retry later; the clients retry it with backoff) and
 `ServerError` (INTERNAL, HTTP 500, anything else: the server's fault). A server that cannot be reached
-raises a plain VLMError with status UNAVAILABLE or DEADLINE_EXCEEDED.
+raises a plain VLMError with status UNAVAILABLE (gRPC's word for it too) or DEADLINE_EXCEEDED.
 """
 from __future__ import annotations
 
@@ -70,10 +70,16 @@ def _status_text(status: str | None) -> str | None:
     return status.removeprefix("StatusCode.") if status else None
 
 
-def from_server_exception(exc: InferenceServerException) -> VLMError:
+# gRPC reports a server it cannot reach as UNAVAILABLE too: that is no answer from the server, not an overload.
+_UNREACHABLE = re.compile(r"failed to connect|connection refused|dns resolution failed", re.IGNORECASE)
+
+
+def from_server_exception(exc: InferenceServerException, url: str | None = None) -> VLMError:
     raw = exc.message() or str(exc)
     step, message = split_step(raw)
     status = _status_text(exc.status())
+    if status == "UNAVAILABLE" and step is None and _UNREACHABLE.search(raw):
+        return VLMError(f"cannot reach server at {url}: {raw}" if url else raw, status=status, raw=raw)
     return _KINDS.get(status or "", ServerError)(message, step=step, status=status, raw=raw)
 
 
@@ -87,7 +93,7 @@ def translate_errors(url: str, extra: tuple[type[BaseException], ...] = ()) -> I
     try:
         yield
     except InferenceServerException as exc:
-        raise from_server_exception(exc) from exc
+        raise from_server_exception(exc, url) from exc
     except (OSError, asyncio.TimeoutError, *extra) as exc:   # refused, reset, timeout, DNS: HTTP raises them raw
         text = str(exc) or type(exc).__name__
         # gRPC's codes for the same failures, so callers check one vocabulary whatever the protocol.

@@ -247,6 +247,16 @@ class _FakeResult:
         return self.arrays.get(name)
 
 
+def test_an_unreachable_server_is_not_an_overload():
+    refused = InferenceServerException("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+                                       "Failed to connect to remote host: Connection refused",
+                                       status="StatusCode.UNAVAILABLE")
+    with pytest.raises(VLMError) as info, translate_errors("127.0.0.1:1"):
+        raise refused
+    assert type(info.value) is VLMError and info.value.status == "UNAVAILABLE"
+    assert info.value.message.startswith("cannot reach server at 127.0.0.1:1")
+
+
 def _busy():
     return InferenceServerException("generator: server busy: 64 requests are waiting", status="StatusCode.UNAVAILABLE")
 
