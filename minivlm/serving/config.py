@@ -7,6 +7,7 @@ No torch: the thin forwarding and ONNX models import this too.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import typing
@@ -34,6 +35,20 @@ BATCHING_MODES = ("continuous", "continuous_inline", "static")
 DECODER_PRECISIONS = ("fp32", "bf16", "int8")
 MAX_NEW_TOKENS_LIMIT = 512
 MAX_TEMPERATURE = 2.0
+
+
+# The range each sampling option allows, one rule for request options and the configured per-task defaults.
+SAMPLING_RANGES = {
+    "max_new_tokens": (lambda v: 1 <= v <= MAX_NEW_TOKENS_LIMIT, f"in [1, {MAX_NEW_TOKENS_LIMIT}]"),
+    "temperature": (lambda v: math.isfinite(v) and 0.0 <= v <= MAX_TEMPERATURE, f"in [0, {MAX_TEMPERATURE}]"),
+    "top_p": (lambda v: math.isfinite(v) and 0.0 < v <= 1.0, "in (0, 1]"),
+}
+
+
+def out_of_range(option: str, value: float) -> str | None:
+    """The allowed range ("in [1, 512]") when `value` is outside it for sampling `option`, else None."""
+    allowed, text = SAMPLING_RANGES[option]
+    return None if allowed(value) else text
 
 
 class ConfigError(ValueError):
@@ -137,13 +152,10 @@ class GeneratorEngineConfig(ModelConfig):
         self._check(self.max_waiting_requests >= 1, "max_waiting_requests", ">= 1")
         for key in ("min_router_confidence", "compound_min_score"):
             self._check(0.0 <= getattr(self, key) <= 1.0, key, "in [0, 1]")
-        for task in protocol.TASKS:
-            self._check(1 <= getattr(self, f"{task}_max_new_tokens") <= MAX_NEW_TOKENS_LIMIT,
-                        f"{task}_max_new_tokens", f"in [1, {MAX_NEW_TOKENS_LIMIT}]")
-            temperature = getattr(self, f"{task}_temperature")
-            self._check(math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE,
-                        f"{task}_temperature", f"in [0, {MAX_TEMPERATURE}]")
-            self._check(0.0 < getattr(self, f"{task}_top_p") <= 1.0, f"{task}_top_p", "in (0, 1]")
+        for task, option in itertools.product(protocol.TASKS, SAMPLING_RANGES):
+            key = f"{task}_{option}"
+            expected = out_of_range(option, getattr(self, key))
+            self._check(expected is None, key, expected)
 
     def task_defaults(self) -> dict[str, TaskDefaults]:
         return {task: TaskDefaults(getattr(self, f"{task}_max_new_tokens"), getattr(self, f"{task}_temperature"),

@@ -16,11 +16,11 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from minivlm.decoding.batch import Job
 from minivlm.decoding.generate import decode
+from minivlm.decoding.json_constraint import DetectionGrammar
 from minivlm.decoding.sampling import Generation, SamplingParams
 from minivlm.errors import InputError
 from minivlm.processing.detection import DetectionResult, parse_detection
 from minivlm.processing.prompts import build_prompt, clean_answer, question_clause
-from minivlm.decoding.json_constraint import DetectionGrammar
 from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.options import RequestOptions, sampling_params
 from vlm_client import protocol as P
@@ -85,8 +85,6 @@ class GeneratorEngine:
     def __init__(self, language_model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
                  config: GeneratorEngineConfig = GeneratorEngineConfig()):
         self.config = config
-        self.min_router_confidence = config.min_router_confidence
-        self.compound_min_score = config.compound_min_score
         self.language_model = language_model.eval()
         self.tokenizer = tokenizer
         self.task_defaults = config.task_defaults()
@@ -111,11 +109,11 @@ class GeneratorEngine:
         asked for. 1.0 when the client named it; the router's calibrated probability otherwise."""
         if request.forced_task != NO_TASK:
             return [TASKS[request.forced_task]], request.forced_by, 1.0
-        if scores is not None and np.sum(scores >= self.compound_min_score) >= 2:
-            chosen = [t for t, s in zip(TASKS, scores) if s >= self.compound_min_score]
-            return chosen, ROUTED_BY_ROUTER, float(min(s for s in scores if s >= self.compound_min_score))
+        if scores is not None and np.sum(scores >= self.config.compound_min_score) >= 2:
+            chosen = [t for t, s in zip(TASKS, scores) if s >= self.config.compound_min_score]
+            return chosen, ROUTED_BY_ROUTER, float(min(s for s in scores if s >= self.config.compound_min_score))
         index = int(np.argmax(probs))
-        confident = probs[index] >= self.min_router_confidence
+        confident = probs[index] >= self.config.min_router_confidence
         return [TASKS[index]], ROUTED_BY_ROUTER if confident else ROUTED_BY_ROUTER_UNCERTAIN, float(probs[index])
 
     def _part(self, task: str, request: GenerationRequest, *, compound: bool) -> _Part:

@@ -42,8 +42,8 @@ from minivlm.decoding.llama_decoder import Precision, fast_decoder, supports_fas
 from minivlm.decoding.sampling import Generation
 from minivlm.errors import InputError, ServerBusyError
 from minivlm.serving.config import GeneratorEngineConfig
-from minivlm.serving.metrics import GeneratorMetrics, PartTiming, detection_outcome, refusal_reason
 from minivlm.serving.generator_engine import GenerationRequest, GenerationResult, GeneratorEngine, warm_up_request
+from minivlm.serving.metrics import GeneratorMetrics, PartTiming, detection_outcome, refusal_reason
 
 log = logging.getLogger(__name__)
 
