@@ -52,6 +52,7 @@ class GeneratorMetrics:
             return {value: created.Metric(labels=dict(zip(labels, value)), **extra) for value in values}
 
         self._families = []           # kept referenced: a family lives as long as its Python object
+        self._load: tuple[int, int] | None = None     # the gauges' last values
         self.ttft = make("vlm_time_to_first_token_seconds", "Time to an answer part's first token",
                          family.HISTOGRAM, ("task",), [(t,) for t in TASKS], TTFT_BUCKETS)
         self.tpot = make("vlm_time_per_output_token_seconds", "Decoding time per token after the first",
@@ -87,8 +88,11 @@ class GeneratorMetrics:
         self.refused[(reason,)].increment(1)
 
     def load(self, *, live_rows: int, waiting: int) -> None:
-        self.live_rows.set(live_rows)
-        self.waiting.set(waiting)
+        """Called after every decode step; each set is a message to the server process, so only changes go."""
+        if (live_rows, waiting) != self._load:
+            self._load = (live_rows, waiting)
+            self.live_rows.set(live_rows)
+            self.waiting.set(waiting)
 
 
 def refusal_reason(error: BaseException) -> str | None:
