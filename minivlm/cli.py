@@ -90,11 +90,19 @@ def add_serve_command(subparsers) -> None:
     parser.add_argument("--grpc-tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     parser.add_argument("--grpc-tls-client-ca", type=Path, metavar="PEM",
                         help="mutual TLS: serve only clients whose certificate this CA signed")
+    parser.add_argument("--no-self-heal", dest="self_heal", action="store_false",
+                        help="do not reload a model whose python process died (by default the server runs with "
+                             "explicit model control and a watchdog reloads such a model; readiness is false "
+                             "meanwhile)")
+    parser.add_argument("--max-restarts", type=int, default=5, metavar="N",
+                        help="restart a tritonserver that dies at most N times within 10 minutes, with backoff "
+                             "from 1 s to 30 s (default 5; 0: exit instead)")
     parser.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     from minivlm.server.process import GrpcTls, ServerOptions, TritonServer
+    from minivlm.server.supervisor import RestartPolicy
 
     if bool(args.grpc_tls_cert) != bool(args.grpc_tls_key) or (args.grpc_tls_client_ca and not args.grpc_tls_cert):
         print("error: --grpc-tls-cert and --grpc-tls-key go together (and --grpc-tls-client-ca needs them)",
@@ -104,9 +112,10 @@ def run_serve(args: argparse.Namespace) -> int:
                   client_ca=args.grpc_tls_client_ca) if args.grpc_tls_cert else None
     server = TritonServer(ServerOptions(
         model_repository=args.model_repository.resolve(), grpc_port=args.grpc_port, http_port=args.http_port,
-        metrics_port=args.metrics_port, host=args.host, startup_timeout_s=args.startup_timeout_s, grpc_tls=tls))
+        metrics_port=args.metrics_port, host=args.host, startup_timeout_s=args.startup_timeout_s, grpc_tls=tls,
+        self_heal=args.self_heal))
     print(f"admin key for restricted endpoints (model control, shm, trace, logging): {server.admin_key}")
-    server.serve_forever()
+    server.serve_forever(restart_policy=RestartPolicy(max_restarts=max(0, args.max_restarts)))
     return 0
 
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -31,6 +31,8 @@ from minivlm.server.discovery import (
     server_environment,
 )
 from minivlm.server.shm import SHM_DIR, remove_orphaned_shm
+from minivlm.server.supervisor import RestartPolicy, StartupCancelled, supervise
+from minivlm.server.watchdog import ModelWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,9 @@ class ServerOptions:
     stop_timeout_s: float = 45.0                # after SIGTERM: SIGKILL; longer than drain_timeout_s
     log_verbose: int = 0
     model_control_mode: str = "none"
+    # Reload a model whose python stub died (minivlm.server.watchdog); needs explicit model control, so it
+    # replaces model_control_mode with "explicit" and loads every model at startup.
+    self_heal: bool = False
     restricted_apis: Sequence[str] = RESTRICTED_APIS
     # Python-backend shared memory per model instance, resident in /dev/shm (RAM) for the server's life: one
     # batch of 8 is 8 x 197 x 576 fp32 embeddings (3.6 MB) plus 8 x 3 x 224 x 224 fp32 pixel values (4.8 MB);
@@ -126,6 +131,8 @@ class TritonServer:
         self.paths = paths or find_triton_paths()
         self.admin_key = secrets.token_urlsafe(32)
         self.process: subprocess.Popen | None = None
+        self.watchdog: ModelWatchdog | None = None
+        self.starts = 0
         self._started_at = time.time()
         self.log_path = options.log_file or Path(tempfile.mkdtemp(prefix="tritonserver-")) / "server.log"
 
@@ -164,7 +171,12 @@ class TritonServer:
             str(self.paths.server),
             f"--model-repository={Path(o.model_repository).resolve()}",
             f"--backend-directory={backend_directory}",
-            f"--model-control-mode={o.model_control_mode}",
+        ]
+        if o.self_heal:
+            command += ["--model-control-mode=explicit", "--load-model=*"]
+        else:
+            command += [f"--model-control-mode={o.model_control_mode}"]
+        command += [
             "--exit-on-error=true",
             "--strict-readiness=true",
             f"--exit-timeout-secs={o.drain_timeout_s}",   # then it exits with code 1
@@ -185,13 +197,15 @@ class TritonServer:
         backend_directory = prepare_backend_dir(self.paths, self.options.backend_directory)
         self._started_at = time.time()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log_file:
+        # A restarted server appends: the log of the one that died is what explains the restart.
+        with open(self.log_path, "ab" if self.starts else "wb") as log_file:
             # A new session: Ctrl-C in a terminal reaches only us (we forward it), and stop() can kill
             # the python-backend stubs with the server as one process group.
             self.process = subprocess.Popen(
                 self.command(backend_directory), env=server_environment(self.paths),
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 preexec_fn=_term_when_parent_dies if self.options.die_with_parent else None)
+        self.starts += 1
         log.info("started tritonserver pid %d, log %s", self.process.pid, self.log_path)
 
     def log_tail(self, lines: int = 60) -> str:
@@ -199,6 +213,12 @@ class TritonServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no server log)"
+
+    def server_pid(self) -> int | None:
+        """The server's pid while it runs, None once it has exited (or before it started)."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        return self.process.pid
 
     def _http(self, method: str, path: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
         request = urllib.request.Request(f"http://{self.http_url}{path}", method=method,
@@ -217,6 +237,23 @@ class TritonServer:
             raise TritonServerError(f"repository index returned HTTP {status}: {body[:300]!r}")
         return json.loads(body)
 
+    def model_states(self) -> dict[str, str]:
+        """{model name: READY, LOADING, UNLOADING, UNAVAILABLE, ...} from the repository index."""
+        return {model["name"]: model.get("state", "UNKNOWN") for model in self.model_index()}
+
+    def _control(self, action: str, name: str, timeout_s: float) -> None:
+        status, body = self._http("POST", f"/v2/repository/models/{name}/{action}", timeout_s=timeout_s)
+        if status != 200:
+            raise TritonServerError(f"{action} of model {name!r} returned HTTP {status}: {body[:300]!r}")
+
+    def unload_model(self, name: str) -> None:
+        """Start unloading `name` (explicit model control); it is UNLOADING until its requests are done."""
+        self._control("unload", name, timeout_s=30.0)
+
+    def load_model(self, name: str) -> None:
+        """Load `name` (explicit model control); returns once it and the ensembles using it are ready."""
+        self._control("load", name, timeout_s=self.options.startup_timeout_s)
+
     def _not_ready(self) -> list[str]:
         """What is not ready yet: empty when the server and every model in the index are ready."""
         try:
@@ -227,11 +264,14 @@ class TritonServer:
         except (urllib.error.URLError, ConnectionError, TimeoutError, TritonServerError) as error:
             return [f"server ({error})"]
 
-    def wait_ready(self, timeout_s: float | None = None) -> None:
-        """Poll health and each model's readiness; fail fast with the log tail if the server dies."""
+    def wait_ready(self, timeout_s: float | None = None, *, stop_when: Callable[[], bool] | None = None) -> None:
+        """Poll health and each model's readiness; fail fast with the log tail if the server dies, and with
+        StartupCancelled as soon as `stop_when()` is true (a Ctrl-C during a restart)."""
         timeout_s = self.options.startup_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
         while True:
+            if stop_when is not None and stop_when():
+                raise StartupCancelled("startup cancelled")
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
                 raise TritonServerError(f"tritonserver exited (code {code}) before it was ready; "
@@ -239,11 +279,20 @@ class TritonServer:
             pending = self._not_ready()
             if not pending:
                 log.info("tritonserver ready: grpc %s, http %s", self.grpc_url, self.http_url)
+                if self.options.self_heal and self.watchdog is None:
+                    self.watchdog = ModelWatchdog(self, on_failure=self._give_up_on_model).start()
                 return
             if time.monotonic() > deadline:
                 raise TritonServerError(f"tritonserver not ready after {timeout_s:.0f} s (waiting for "
                                         f"{', '.join(pending)}); log tail:\n{self.log_tail()}")
             time.sleep(0.25)
+
+    def _give_up_on_model(self, model: str, error: str) -> None:
+        """A model the watchdog cannot reload: stop the whole server (draining the other models' requests)
+        rather than keep one up that fails requests; `vlm serve` restarts it."""
+        log.error("model %r cannot be reloaded (%s): stopping tritonserver", model, error)
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
     def _kill_group(self) -> None:
         try:  # stubs left behind by a killed server share its process group
@@ -253,6 +302,9 @@ class TritonServer:
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         """Signal the server (SIGTERM lets it drain), SIGKILL the group after ``stop_timeout_s``."""
+        if self.watchdog is not None:     # first: the stubs a stopping server ends are not to be reloaded
+            self.watchdog.stop()
+            self.watchdog = None
         if self.process is None:
             return None
         if self.process.poll() is None:
@@ -270,6 +322,14 @@ class TritonServer:
             log.warning("removed %d orphaned shared-memory regions from %s", removed, SHM_DIR)
         return code
 
+    def restart(self, stop_when: Callable[[], bool] | None = None) -> None:
+        """Stop what is left of the server (its stubs, its shared memory), start it again, wait until ready.
+        The admin key and the log file stay the same."""
+        self.stop()
+        self.process = None
+        self.start()
+        self.wait_ready(stop_when=stop_when)
+
     def __enter__(self) -> TritonServer:
         self.start()
         try:
@@ -282,8 +342,9 @@ class TritonServer:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def serve_forever(self, out: TextIO = sys.stdout) -> int:
-        """CLI helper: start, wait ready, write the endpoints to ``out``, run until SIGINT/SIGTERM.
+    def serve_forever(self, out: TextIO = sys.stdout, restart_policy: RestartPolicy | None = None) -> int:
+        """CLI helper: start, wait ready, write the endpoints to ``out``, run until SIGINT/SIGTERM; a server
+        that dies meanwhile is restarted as `restart_policy` allows (None: never, TritonServerError).
 
         Returns the server's exit code. Ctrl-C during startup raises KeyboardInterrupt (server stopped).
         """
@@ -293,12 +354,7 @@ class TritonServer:
             out.write(f"tritonserver ready\n  grpc    {self.grpc_url}{security}\n  http    {self.http_url}\n"
                       f"  metrics {self.metrics_url}\n  log     {self.log_path}\n")
             out.flush()
-            while not received and self.process.poll() is None:
-                time.sleep(0.2)
-            if not received:
-                raise TritonServerError(f"tritonserver exited (code {self.process.returncode}); "
-                                        f"log tail:\n{self.log_tail()}")
-            return self.stop(received[0])  # forward the signal the user sent: SIGTERM and SIGINT both drain
+            return supervise(self, received, restart_policy or RestartPolicy(max_restarts=0))
 
 
 @contextlib.contextmanager
