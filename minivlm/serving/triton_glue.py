@@ -6,6 +6,7 @@ passed in rather than imported: this package stays importable (and testable) any
 from __future__ import annotations
 
 import logging
+import re
 from typing import Callable
 
 import numpy as np
@@ -24,6 +25,18 @@ _NUMPY_DTYPES = {"FP32": np.float32, "INT32": np.int32, "INT64": np.int64, "BOOL
 # code of an error a decoupled model sends back to a BLS caller (the generator forwarding to its engine gets
 # INTERNAL for everything), so the kind travels in the message and `error_code` reads it back.
 BUSY, INTERNAL = "server busy", "internal error"
+
+
+# What Triton 2.51 answers a request (BLS included) for a model that cannot take it now: its stub died
+# ("Stub process 'generator_engine_0_0' is not healthy."), it is being unloaded or loaded again ("Failed for
+# execute the inference request. Model 'generator_engine' is not ready.") or it is gone for the moment.
+_MODEL_DOWN = re.compile(r"Stub process '[^']*' is not healthy|Model '[^']*' is not ready|"
+                         r"unknown model|has no available versions")
+
+
+def model_down(message: str) -> bool:
+    """Whether a model's error says that the model is down for now (the watchdog is reloading it)."""
+    return _MODEL_DOWN.search(message) is not None
 
 
 def error_response(pb_utils, step: str, message: str, *, invalid_argument: bool = True):
