@@ -187,10 +187,44 @@ def run_router_bench_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_chaos_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "chaos", help="kill -9 each python model's process, then tritonserver, under load; time the recovery",
+        description="Serve REPO with `vlm serve` (self-healing), keep greedy ask/route load on it, SIGKILL one "
+                    "stub of each python model in turn and then the tritonserver process, and print for each: "
+                    "seconds until readiness false, until ready again, until answered right again, and the "
+                    "requests that failed with their error kinds. Ends with SIGTERM and a leftovers check.")
+    parser.add_argument("--model-repository", type=Path, required=True, metavar="REPO")
+    parser.add_argument("--clients", type=int, default=4, help="closed-loop clients (default 4)")
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="per ask request (default 16)")
+    parser.add_argument("--models", help="comma-separated python models to kill (default: all)")
+    parser.add_argument("--no-server-kill", dest="kill_server", action="store_false",
+                        help="do not kill the tritonserver process itself")
+    parser.add_argument("--timeout-s", type=float, default=300.0, help="per recovery and for startup")
+    parser.add_argument("--log", type=Path, default=Path("vlm-chaos-serve.log"), help="vlm serve's output")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    parser.set_defaults(func=run_chaos_command)
+
+
+def run_chaos_command(args: argparse.Namespace) -> int:
+    from vlm_tools.bench.chaos import format_report, report_json, run_chaos
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    report = run_chaos(args.model_repository, clients=args.clients, max_new_tokens=args.max_new_tokens,
+                       timeout_s=args.timeout_s, log_path=args.log, models=models, kill_server=args.kill_server)
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(report_json(report))
+    healed = all(k.correct_again_s is not None for k in report.kills)
+    clean = report.stop_exit_code == 0 and not report.processes_left and not report.shm_regions_left
+    return 0 if healed and clean else 1
+
+
 def add_bench_subcommands(subparsers) -> None:
     add_bench_command(subparsers)
     add_perf_inputs_command(subparsers)
     add_router_bench_command(subparsers)
+    add_chaos_command(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:
