@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# Export the mounted notebook checkpoint for the GPU (native onnxruntime backend, KIND_GPU), then serve.
-# Base models: pass --vision-model/--language-model through VLM_EXPORT_ARGS when the checkpoint's names
-# are hub names and the weights are mounted locally (the container does not download).
+# Serve the model repository at $REPO; export it first from the mounted notebook checkpoint at $CHECKPOINT when
+# $REPO holds no repository built from this image's template (a fresh volume, or an image upgrade).
+# Base models: pass --vision-model/--language-model through VLM_EXPORT_ARGS when the checkpoint's names are hub
+# names and the weights are mounted locally (the container does not download).
 set -euo pipefail
 CHECKPOINT=${CHECKPOINT:-/checkpoint}
-REPO=${REPO:-/models}
-vlm export "$CHECKPOINT" --output "$REPO" --onnx-backend onnxruntime --device gpu ${VLM_EXPORT_ARGS:-}
+REPO=${REPO:-/models/repository}
+: "${ADMIN_KEY:?set ADMIN_KEY: it unlocks model control, shared memory, statistics, trace and logging}"
+
+if python3 -c "import sys; from minivlm.export.repository import built_from_this_template as ok; sys.exit(not ok('$REPO'))"; then
+  echo "mini-vlm: serving the repository already built at $REPO"
+else
+  echo "mini-vlm: exporting $CHECKPOINT to $REPO (native onnxruntime backend, KIND_GPU)"
+  # VLM_EXPORT_ARGS is split into words on purpose: it holds flags
+  # shellcheck disable=SC2086
+  vlm export "$CHECKPOINT" --output "$REPO" --onnx-backend onnxruntime --device gpu ${VLM_EXPORT_ARGS:-}
+fi
+
+# The same restricted APIs as `vlm serve` (minivlm/server/process.py RESTRICTED_APIS).
+RESTRICTED=model-repository,shared-memory,statistics,trace,logging
 exec tritonserver --model-repository="$REPO" \
-  --grpc-restricted-protocol=model-repository,shared-memory,trace,logging:admin-key="${ADMIN_KEY:?set ADMIN_KEY}" \
-  --http-restricted-api=model-repository,shared-memory,trace,logging:admin-key="${ADMIN_KEY}" \
+  --grpc-restricted-protocol="$RESTRICTED:admin-key=$ADMIN_KEY" \
+  --http-restricted-api="$RESTRICTED:admin-key=$ADMIN_KEY" \
   --backend-config=python,shm-default-byte-size=67108864 --strict-readiness=true --exit-on-error=true "$@"
