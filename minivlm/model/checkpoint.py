@@ -3,7 +3,9 @@
 Files: `vlm_with_tags.pt` {projector_state_dict, language_model_state_dict, config{vision_model_name,
 lm_model_name, vision_dim, language_dim}}, `tokenizer/` and `image_processor/` (save_pretrained folders),
 and `task_classifier.pt` for the LSTM router. Base models come by hub name or local folder via
-`from_pretrained`. Everything is validated before a model is returned: nothing loads half-way.
+`from_pretrained`; a relative folder that exists beside the checkpoint folder is read from there, so a model
+folder can be moved or committed whole (the demo model records `../base/vit`). Everything is validated before
+a model is returned: nothing loads half-way.
 """
 from __future__ import annotations
 
@@ -109,11 +111,12 @@ def load_vlm(directory: str | Path, *, vision_model: str | None = None,
     """The notebook's folder -> MiniVLM. `vision_model`/`language_model` override the names it recorded."""
     checkpoint = read_checkpoint(directory)
     check_image_processor(checkpoint.directory / IMAGE_PROCESSOR_DIR)
-    vision_name = vision_model or checkpoint.vision_model_name
-    lm_name = language_model or checkpoint.lm_model_name
+    vision_name = vision_model or _beside(checkpoint.directory, checkpoint.vision_model_name)
+    lm_name = language_model or _beside(checkpoint.directory, checkpoint.lm_model_name)
     log.info("vision model %s, language model %s", vision_name, lm_name)
+    # dtype: weights stored in half precision (the committed demo model) are served in fp32
     vit, info = _base_model("vision model", vision_name, lambda: ViTModel.from_pretrained(
-        vision_name, add_pooling_layer=False, output_loading_info=True))
+        vision_name, add_pooling_layer=False, output_loading_info=True, dtype=torch.float32))
     _check_base_weights(vision_name, info)
     projector = Projector(int(checkpoint.config["vision_dim"]), int(checkpoint.config["language_dim"]))
     _check_dim("vision_dim", checkpoint.config["vision_dim"], vit.config.hidden_size, vision_name)
@@ -125,6 +128,12 @@ def load_vlm(directory: str | Path, *, vision_model: str | None = None,
     load_state_strict(lm, checkpoint.language_model_state, f"{VLM_FILE} language_model_state_dict", may_omit=tied)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint.directory / TOKENIZER_DIR)
     return MiniVLM(VisionEncoder(vit, projector), lm, tokenizer)
+
+
+def _beside(directory: Path, name: str) -> str:
+    """A relative base-model folder recorded by the checkpoint, resolved against the checkpoint folder."""
+    candidate = directory / name
+    return str(candidate.resolve()) if not Path(name).is_absolute() and candidate.is_dir() else name
 
 
 def _base_model(what: str, name: str, load):
@@ -148,13 +157,16 @@ def _check_dim(key: str, recorded, actual: int, model_name: str) -> None:
         raise CheckpointError(f"{VLM_FILE} config {key}={recorded}, but {model_name} has hidden size {actual}")
 
 
-def save_checkpoint(vlm: MiniVLM, directory: str | Path, *, vision_model_name: str, lm_model_name: str) -> Path:
-    """Write the notebook's exact format (tests and the demo model use it)."""
+def save_checkpoint(vlm: MiniVLM, directory: str | Path, *, vision_model_name: str, lm_model_name: str,
+                    half: bool = False) -> Path:
+    """Write the notebook's exact format (tests and the demo model use it); `half` stores fp16 weights."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    cast = (lambda state: {k: v.half() if v.is_floating_point() else v for k, v in state.items()}) if half \
+        else (lambda state: state)
     torch.save({
-        "projector_state_dict": vlm.vision.projector.state_dict(),
-        "language_model_state_dict": vlm.language_model.state_dict(),
+        "projector_state_dict": cast(vlm.vision.projector.state_dict()),
+        "language_model_state_dict": cast(vlm.language_model.state_dict()),
         "config": {"vision_model_name": str(vision_model_name), "lm_model_name": str(lm_model_name),
                    "vision_dim": vlm.vision.vit.config.hidden_size,
                    "language_dim": vlm.language_model.config.hidden_size},

@@ -5,6 +5,7 @@ are written as `save_pretrained` folders, so the normal `from_pretrained` loadin
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Iterable
 
@@ -60,14 +61,20 @@ def full_size_vlm(*, seed: int = 0) -> MiniVLM:
     return build_vlm(full_vision_config(), full_language_config(), tokenizer, seed=seed)
 
 
-def write_notebook_folder(vlm: MiniVLM, root: str | Path, *, with_router: bool = True) -> Path:
-    """Write base models as local folders and `root/mini-vlm-routing/` in the notebook's format."""
+def write_notebook_folder(vlm: MiniVLM, root: str | Path, *, with_router: bool = True,
+                          half: bool = False) -> Path:
+    """Write base models as local folders and `root/mini-vlm-routing/` in the notebook's format. The checkpoint
+    records the base folders relative to itself (`../base/vit`), so the whole folder can move. `half` stores
+    every weight in fp16 (half the bytes; loading casts back to fp32)."""
     root = Path(root)
     vit_dir, lm_dir = root / "base" / "vit", root / "base" / "lm"
-    vlm.vision.vit.save_pretrained(vit_dir)
+    vit = vlm.vision.vit
+    if half:
+        vit = copy.deepcopy(vit).half()
+    vit.save_pretrained(vit_dir)
     vlm.language_model.config.save_pretrained(lm_dir)   # weights travel in the checkpoint
-    checkpoint_dir = save_checkpoint(vlm, root / "mini-vlm-routing", vision_model_name=str(vit_dir),
-                                     lm_model_name=str(lm_dir))
+    checkpoint_dir = save_checkpoint(vlm, root / "mini-vlm-routing", vision_model_name="../base/vit",
+                                     lm_model_name="../base/lm", half=half)
     if with_router:
         from minivlm.routing.lstm import LSTMRouter, save_notebook_checkpoint
         torch.manual_seed(0)

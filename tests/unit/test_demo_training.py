@@ -95,3 +95,15 @@ def test_demo_subcommands_are_registered_with_kebab_case_flags_and_help():
         for action in choice._actions:
             assert action.help, action.dest
             assert all("_" not in option for option in action.option_strings)
+
+
+def test_half_precision_folder_loads_the_rounded_weights_after_a_move(trained, tmp_path):
+    from minivlm.model.factory import write_notebook_folder
+    vlm, _ = trained
+    write_notebook_folder(vlm, tmp_path / "a", with_router=False, half=True)
+    (tmp_path / "a").rename(tmp_path / "b")             # base folders are recorded relative to the checkpoint
+    loaded = load_vlm(tmp_path / "b" / CHECKPOINT_DIR)
+    for mine, theirs in ((vlm.vision.vit, loaded.vision.vit), (vlm.language_model, loaded.language_model),
+                         (vlm.vision.projector, loaded.vision.projector)):
+        for (name, a), b in zip(mine.state_dict().items(), theirs.state_dict().values()):
+            assert b.dtype == torch.float32 and torch.equal(a.half().float(), b), name
