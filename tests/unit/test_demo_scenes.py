@@ -9,8 +9,8 @@ import pytest
 
 from minivlm.processing.detection import parse_detection
 from vlm_tools.demo.metrics import iou
-from vlm_tools.demo.scenes import COLOURS, MAX_OBJECTS, SHAPES, generate_scenes, make_scene
-from vlm_tools.demo.texts import question_kind
+from vlm_tools.demo.scenes import CELL, COLOURS, MAX_OBJECTS, SHAPES, generate_scenes, grid_cell, make_scene
+from vlm_tools.demo.texts import question_kind, restyle, swap_spelling
 
 SCENES = list(generate_scenes(seed=7, count=40))
 PIXEL = 1 / 224
@@ -27,14 +27,23 @@ def test_other_seeds_give_other_scenes():
     assert not np.array_equal(np.asarray(make_scene(8, 3).image), np.asarray(SCENES[3].image))
 
 
-def test_scenes_vary_in_count_background_and_overlap():
+def test_scenes_vary_in_count_background_size_and_place():
     assert {len(s.objects) for s in SCENES} == set(range(1, MAX_OBJECTS + 1))
     assert {s.background for s in SCENES} == {"light", "dark"}
-    assert any(_partly_hidden(s) for s in SCENES)
+    assert {o.size for s in SCENES for o in s.objects} == {"small", "large"}
+    assert len({grid_cell(o) for s in SCENES for o in s.objects}) > 40      # of the 49 cells
 
 
-def _partly_hidden(scene) -> bool:
-    return any(iou(a.bbox, b.bbox) > 0 for a in scene.objects for b in scene.objects if a is not b)
+@pytest.mark.parametrize("index", range(len(SCENES)))
+def test_each_object_lies_inside_one_patch_sized_cell(index):
+    """The property that makes shape learnable: one ViT patch sees the whole object."""
+    scene = SCENES[index]
+    for number, obj in enumerate(scene.objects):
+        rows, cols = np.nonzero(scene.label_map == number)
+        assert rows.min() // CELL == rows.max() // CELL and cols.min() // CELL == cols.max() // CELL
+        assert (cols.min() // CELL, rows.min() // CELL) == grid_cell(obj)
+    assert len({grid_cell(o) for o in scene.objects}) == len(scene.objects)
+    assert all(iou(a.bbox, b.bbox) == 0 for a in scene.objects for b in scene.objects if a is not b)
 
 
 @pytest.mark.parametrize("index", range(len(SCENES)))
@@ -57,11 +66,11 @@ def test_boxes_match_the_pixels_each_object_shows(index):
         assert (pixels[rows, cols] == obj.rgb).all()
 
 
-def test_objects_are_unique_and_listed_left_to_right():
+def test_objects_are_unique_and_listed_by_column_then_row():
     for scene in SCENES:
         labels = [o.label for o in scene.objects]
         assert len(set(labels)) == len(labels)
-        assert [o.center[0] for o in scene.objects] == sorted(o.center[0] for o in scene.objects)
+        assert [grid_cell(o) for o in scene.objects] == sorted(grid_cell(o) for o in scene.objects)
         assert all(o.colour in COLOURS and o.shape in SHAPES for o in scene.objects)
 
 
@@ -101,10 +110,10 @@ def test_answers_agree_with_the_objects():
         for question, answer in scene.qa:
             kind = question_kind(question)
             kinds.add(kind)
-            if question == "How many objects are there?":
+            if question in ("How many objects are there?", "How many shapes are there?"):
                 assert answer == str(len(scene.objects))
             if kind == "presence":
-                named = question.removeprefix("Is there a ").removesuffix("?")
+                named = re.sub(r"^Is there an? ", "", question).removesuffix("?")
                 assert answer == ("yes" if _named(scene, named) else "no")
             if kind == "colour":
                 targets = _named(scene, question.split(" is the ")[1].rstrip("?"))
@@ -123,3 +132,18 @@ def test_position_answers_follow_the_box_centres():
             (ax, ay), (bx, by) = a.center, b.center
             truth = {"to the left of": ax < bx, "to the right of": ax > bx, "above": ay < by, "below": ay > by}
             assert answer == ("yes" if truth[relation] else "no")
+
+
+def test_questions_use_the_right_article():
+    questions = [q for scene in generate_scenes(seed=3, count=300) for q, _ in scene.qa]
+    assert any(q.startswith("Is there an orange") for q in questions)
+    assert not any(re.search(r"\ba [aeiou]", q) or re.search(r"\ban [^aeiou]", q) for q in questions)
+
+
+def test_restyled_questions_keep_their_words():
+    rng = np.random.default_rng(0)
+    question = "What colour is the leftmost object?"
+    styles = {restyle(question, rng) for _ in range(200)}
+    assert {"what colour is the leftmost object", "What color is the leftmost object?", question} <= styles
+    same_words = {question.lower().rstrip("?"), swap_spelling(question).lower().rstrip("?")}
+    assert all(style.lower().rstrip("?") in same_words for style in styles)

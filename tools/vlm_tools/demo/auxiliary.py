@@ -17,8 +17,8 @@ from torch import nn
 from vlm_tools.demo.scenes import COLOURS, SHAPES, Scene
 
 LABELS = [f"{c} {s}" for c in COLOURS for s in SHAPES]     # class k + 1; class 0 is background
-OWN_COVER = 0.25            # an object owns a patch when it covers at least this share of its pixels;
-IGNORE = -100               # patches with a smaller sliver of an object are ambiguous and left out of the loss
+OWN_COVER = 0.05            # an object owns a patch when it covers at least this share of its pixels (a small
+IGNORE = -100               # triangle covers 9%); a smaller sliver is ambiguous and left out of the loss
 BOX_WEIGHT = 3.0            # boxes are fractions: their L1 is small next to a cross-entropy
 
 

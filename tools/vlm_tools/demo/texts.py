@@ -1,9 +1,9 @@
 """The words of a scene: its caption and its VQA pairs (colour, count, presence, relative position).
 
-Templates are fixed and objects are named left to right, so each image has one right answer the model can
-learn exactly. A question is only asked when its answer is unambiguous (a unique shape, a clear offset). Objects are
-named in several ways (by shape, by side, by colour, by colour and shape), so answers rest on colour,
-shape and position alike.
+Templates are fixed and objects are named column by column, left to right, so each image has one right answer
+the model can learn exactly. A question is only asked when its answer is unambiguous (a unique shape, a clear
+offset). Objects are named in several ways (by shape, by side, by colour, by colour and shape), so answers rest
+on colour, shape and position alike. `restyle` gives the questions as people type them, for training.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 MIN_OFFSET = 0.08          # box centres closer than this on an axis make "left of"/"above" a coin toss
 _COLOUR_WORDS = ("colour", "color")
+_THING_WORDS = ("objects", "shapes")
 
 
 def caption(objects: tuple[SceneObject, ...], background: str) -> str:
@@ -62,12 +63,12 @@ def _extremes(objects) -> list[tuple[str, SceneObject]]:
 
 
 def _count_question(objects, rng, colours, shapes) -> tuple[str, str]:
-    kind = rng.integers(3)
+    kind, noun = rng.integers(3), rng.choice(_THING_WORDS)
     if kind == 0:
-        return "How many objects are there?", str(len(objects))
+        return f"How many {noun} are there?", str(len(objects))
     if kind == 1:
         colour = str(rng.choice(colours))
-        return f"How many {colour} objects are there?", str(sum(o.colour == colour for o in objects))
+        return f"How many {colour} {noun} are there?", str(sum(o.colour == colour for o in objects))
     shape = str(rng.choice(shapes))
     return f"How many {shape}s are there?", str(sum(o.shape == shape for o in objects))
 
@@ -77,20 +78,24 @@ def _presence_question(objects, rng, colours, shapes) -> tuple[str, str]:
     form = rng.choice(["both", "both", "colour", "shape"])
     if form == "colour":
         colour = str(rng.choice(colours))
-        return f"Is there a {colour} object?", _yes(any(o.colour == colour for o in objects))
+        return f"Is there {_a(colour)} object?", _yes(any(o.colour == colour for o in objects))
     if form == "shape":
         shape = str(rng.choice(shapes))
         return f"Is there a {shape}?", _yes(any(o.shape == shape for o in objects))
     present = {(o.colour, o.shape) for o in objects}
     if rng.random() < 0.5:
         colour, shape = sorted(present)[rng.integers(len(present))]
-        return f"Is there a {colour} {shape}?", "yes"
+        return f"Is there {_a(colour)} {shape}?", "yes"
     absent = [(c, s) for c in colours for s in shapes if (c, s) not in present]
     # Half the negatives share a colour or a shape with something present: the model must bind both.
     near = [(c, s) for c, s in absent if any(c == pc or s == ps for pc, ps in present)]
     pool = near if near and rng.random() < 0.5 else absent
     colour, shape = pool[rng.integers(len(pool))]
-    return f"Is there a {colour} {shape}?", "no"
+    return f"Is there {_a(colour)} {shape}?", "no"
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def _yes(truth: bool) -> str:
@@ -122,3 +127,24 @@ def question_kind(question: str) -> str:
         if question.startswith(prefix):
             return kind
     raise ValueError(f"not a demo question: {question!r}")
+
+
+def restyle(question: str, rng: np.random.Generator) -> str:
+    """The same question as people type it: lower case, without "?", in the other spelling of colour."""
+    if rng.random() < 0.3:
+        question = question.lower()
+    if rng.random() < 0.3:
+        question = question.rstrip("?")
+    if rng.random() < 0.3:
+        question = swap_spelling(question)
+    return question
+
+
+def swap_spelling(question: str) -> str:
+    """colour <-> color, either case."""
+    for british, american in (("colour", "color"), ("Colour", "Color")):
+        if british in question:
+            return question.replace(british, american)
+        if american in question:
+            return question.replace(american, british)
+    return question
