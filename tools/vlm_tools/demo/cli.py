@@ -4,21 +4,23 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from pathlib import Path
 
 from vlm_tools.demo.config import EVAL_SEED, DemoConfig
 
-DEFAULT_MINUTES = 12.0
+DEFAULT_MINUTES = DemoConfig.max_minutes
 
 
 def add_demo_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Each subcommand sets `func(args) -> exit code`."""
     _add_train(subparsers)
     _add_eval(subparsers)
+    _add_ship(subparsers)
 
 
 def _add_train(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo-train", help="train the embedded demo VLM on synthetic scenes (CPU, minutes)",
+        "demo-train", help="train the demo VLM from scratch on synthetic scenes (CPU; the shipped recipe takes ~1.5 h)",
         description="Train a small ViT + projector + Llama VLM from scratch on synthetic scenes and write it "
                     "in the notebook's checkpoint format (DIR/mini-vlm-routing/ plus base model folders).")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write the model into")
@@ -33,6 +35,8 @@ def _add_train(subparsers) -> None:
                         help="torch threads; 0 picks 2 on an idle machine and 1 on a busy one, where two threads "
                              "stall each other (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="retrain even if DIR already holds a complete model")
+    parser.add_argument("--snapshot-every", type=int, default=0, metavar="STEPS",
+                        help="also write the model to DIR/snapshots/step-N every STEPS steps (default: never)")
     parser.add_argument("--no-router", action="store_true",
                         help="do not write the LSTM router checkpoint (task_classifier.pt)")
     parser.set_defaults(func=_train_command)
@@ -56,6 +60,42 @@ def _add_eval(subparsers) -> None:
     parser.set_defaults(func=_eval_command)
 
 
+def _add_ship(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo-ship", help="make a demo-train output the shipped demo model (fp16, checksums, eval table)",
+        description="Copy a demo-train output folder into tools/vlm_tools/demo/trained/ with fp16 weights, "
+                    "evaluate the copy on held-out scenes and write its README (command, training time, eval "
+                    "table, SHA-256 per file).")
+    parser.add_argument("directory", metavar="DIR", help="folder written by demo-train")
+    parser.add_argument("--scenes", type=int, default=500, help="held-out scenes to evaluate (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
+    parser.set_defaults(func=_ship_command)
+
+
+def _ship_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from minivlm.model.checkpoint import load_vlm
+    from vlm_tools.demo.evaluate import evaluate_held_out
+    from vlm_tools.demo.shipped import SHIPPED_DEMO_MODEL, ship, write_readme
+    from vlm_tools.demo.train import checkpoint_directory
+    torch.set_num_threads(args.threads)
+    ship(Path(args.directory))
+    report = evaluate_held_out(load_vlm(checkpoint_directory(SHIPPED_DEMO_MODEL)), args.scenes)
+    write_readme(report.to_dict(), format_report(report.to_dict()))
+    print(format_report(report.to_dict()))
+    misses = report.misses()
+    print("targets: all met" if not misses else "targets missed: " + "; ".join(misses))
+    print(f"shipped to {SHIPPED_DEMO_MODEL}")
+    return 0
+
+
+def train_command_line(config: dict) -> str:
+    """The `vlm demo-train` command that reproduces a recorded training config."""
+    return (f"vlm demo-train --output DIR --seed {config['seed']} --steps {config['steps']} "
+            f"--minutes {config['max_minutes']:g} --threads {config['threads']}")
+
+
 def _train_command(args: argparse.Namespace) -> int:
     from vlm_tools.demo.config import STATS_FILE
     from vlm_tools.demo.train import is_complete, save_demo, train_demo
@@ -63,7 +103,7 @@ def _train_command(args: argparse.Namespace) -> int:
         print(f"{args.output} already holds a complete demo model ({STATS_FILE}); use --force to retrain")
         return 0
     config = replace(DemoConfig(), seed=args.seed, steps=args.steps, max_minutes=args.minutes, threads=args.threads)
-    vlm, stats = train_demo(config)
+    vlm, stats = train_demo(config, snapshots=Path(args.output) / "snapshots", snapshot_every=args.snapshot_every)
     checkpoint_dir = save_demo(vlm, stats, args.output, with_router=not args.no_router)
     shortened = " (schedule shortened to fit --minutes)" if stats["schedule_followed_clock"] else ""
     print(f"trained {stats['steps_done']} steps in {stats['seconds']:.0f} s{shortened}; "
@@ -86,6 +126,8 @@ def _eval_command(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(format_report(report.to_dict()))
+        misses = report.misses()
+        print("targets: all met" if not misses else "targets missed: " + "; ".join(misses))
     return 0
 
 
@@ -95,6 +137,7 @@ def format_report(report: dict) -> str:
              f"(object F1 {report['caption_object_f1']:.3f}, exact caption {report['caption_exact_match']:.1%})",
              f"VQA exact match        {report['vqa_accuracy']:.1%}  over {report['vqa_questions']} questions",
              *[f"  {kind:<20} {value:.1%}" for kind, value in report["vqa_by_kind"].items()],
+             f"  restyled questions   {report['vqa_restyled_accuracy']:.1%}  (lower case, no \"?\", other spelling)",
              f"OD valid JSON          {report['od_valid_json_rate']:.1%}",
              f"OD label F1            {report['od_label_f1']:.3f}",
              f"OD mAP@0.5             {report['od_map50']:.3f}",

@@ -44,9 +44,9 @@ SAVE_RESERVE_S = 15.0                    # of the time budget, kept for writing 
 
 def demo_tokenizer(config: DemoConfig):
     """A byte-level BPE trained offline on every text the scenes produce, prompts included."""
-    corpus = []
+    corpus, rng = [], np.random.default_rng([config.seed, 10**9])
     for scene in generate_scenes(config.seed, config.tokenizer_scenes, start=10**9):
-        corpus += [piece for task, question, answer in scene_texts(scene)
+        corpus += [piece for task, question, answer in scene_texts(scene, rng)
                    for piece in (build_prompt(task, question), answer)]
     return train_tokenizer(corpus, config.vocab_size)
 
@@ -102,13 +102,15 @@ def _optimizer(modules: list[torch.nn.Module], config: DemoConfig) -> torch.opti
                               {"params": rest, "weight_decay": 0.0}], lr=config.learning_rate)
 
 
-def train_demo(config: DemoConfig, *, progress: bool = True) -> tuple[MiniVLM, dict]:
-    """Train from scratch; torch's thread count is restored afterwards."""
+def train_demo(config: DemoConfig, *, progress: bool = True, snapshots: Path | None = None,
+               snapshot_every: int = 0) -> tuple[MiniVLM, dict]:
+    """Train from scratch; torch's thread count is restored afterwards. With `snapshots`, the model is also
+    written to snapshots/step-N every `snapshot_every` steps, to watch a long run (not annealed there)."""
     previous = torch.get_num_threads()
     config = replace(config, threads=config.threads or _threads())
     torch.set_num_threads(config.threads)
     try:
-        return _train(config, progress)
+        return _train(config, progress, (snapshots, snapshot_every))
     finally:
         torch.set_num_threads(previous)
 
@@ -122,7 +124,7 @@ def _threads() -> int:
     return threads
 
 
-def _train(config: DemoConfig, show_progress: bool) -> tuple[MiniVLM, dict]:
+def _train(config: DemoConfig, show_progress: bool, snapshots: tuple[Path | None, int]) -> tuple[MiniVLM, dict]:
     started = time.monotonic()
     torch.manual_seed(config.seed)
     vlm = build_demo_vlm(config)
@@ -136,7 +138,7 @@ def _train(config: DemoConfig, show_progress: bool) -> tuple[MiniVLM, dict]:
     if head and config.vision_steps:
         _pretrain_vision(vlm, head, config, show_progress)
     budget_s = config.max_minutes * 60 - (time.monotonic() - started) - SAVE_RESERVE_S
-    step, losses, timed = _loop(vlm, (head, coordinates), optimizer, config, budget_s, show_progress)
+    step, losses, timed = _loop(vlm, (head, coordinates), optimizer, config, budget_s, show_progress, snapshots)
     vlm.vision.eval()
     vlm.language_model.eval()
     return vlm, {"steps_done": step, "schedule_followed_clock": timed, "seconds": time.monotonic() - started,
@@ -156,7 +158,7 @@ def _pretrain_vision(vlm: MiniVLM, head: VisionHeads, config: DemoConfig, show_p
         _update(optimizer, loss, learning_rate(schedule, step, step / config.vision_steps), config.max_grad_norm)
 
 
-def _loop(vlm, helpers, optimizer, config: DemoConfig, budget_s: float, show_progress: bool):
+def _loop(vlm, helpers, optimizer, config: DemoConfig, budget_s: float, show_progress: bool, snapshots):
     """The schedule follows the step count, unless the wall clock runs ahead of it on a busy machine: then
     it follows the clock, so training always ends annealed within the budget (and says it was timed)."""
     started, step, losses, timed = time.monotonic(), 0, {}, False
@@ -172,8 +174,19 @@ def _loop(vlm, helpers, optimizer, config: DemoConfig, budget_s: float, show_pro
             losses = _train_step(vlm, helpers, optimizer, config, step, clock if ahead else step / config.steps)
             step += 1
             bar.update()
+            folder, every = snapshots
+            if folder and every and step % every == 0 and step < config.steps:
+                _snapshot(vlm, Path(folder) / f"step-{step}", {"steps_done": step, "config": asdict(config)})
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
     return step, losses, timed
+
+
+def _snapshot(vlm: MiniVLM, folder: Path, stats: dict) -> None:
+    vlm.vision.eval()
+    vlm.language_model.eval()
+    save_demo(vlm, stats, folder, with_router=False)
+    vlm.vision.train()
+    vlm.language_model.train()
 
 
 def _train_step(vlm: MiniVLM, helpers: tuple[VisionHeads | None, CoordinateTargets | None],
@@ -181,7 +194,8 @@ def _train_step(vlm: MiniVLM, helpers: tuple[VisionHeads | None, CoordinateTarge
     scenes = list(generate_scenes(config.seed, config.batch_size, start=step * config.batch_size))
     head, coordinates = helpers
     vision = (head, vision_targets(scenes, config.patch_size)) if head else None
-    loss, per_task = packed_loss(vlm, pack(vlm, scenes), config.task_weights, vision=vision,
+    restyle_rng = np.random.default_rng([config.seed, step])
+    loss, per_task = packed_loss(vlm, pack(vlm, scenes, restyle_rng), config.task_weights, vision=vision,
                                  coordinates=coordinates)
     _update(optimizer, loss, learning_rate(config, step, progress), config.max_grad_norm)
     return {"loss": float(loss.detach()), **per_task}
@@ -208,7 +222,7 @@ def is_complete(output: str | Path) -> bool:
 
 def save_demo(vlm: MiniVLM, stats: dict, output: str | Path, *, with_router: bool = True) -> Path:
     """Notebook-format folder first, stats last (the completion marker)."""
-    output = Path(output).resolve()          # the checkpoint records base-model folders by this path
+    output = Path(output).resolve()
     (output / STATS_FILE).unlink(missing_ok=True)
     checkpoint_dir = write_notebook_folder(vlm, output, with_router=with_router)
     (output / STATS_FILE).write_text(json.dumps(stats, indent=2))
