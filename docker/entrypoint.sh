@@ -2,7 +2,8 @@
 # Serve the model repository at $REPO; export it first from the mounted notebook checkpoint at $CHECKPOINT when
 # $REPO holds no repository built from this image's template (a fresh volume, or an image upgrade).
 # Base models: pass --vision-model/--language-model through VLM_EXPORT_ARGS when the checkpoint's names are hub
-# names and the weights are mounted locally (the container does not download).
+# names and the weights are mounted locally (the container does not download). DECODER_PRECISION: the GPU
+# decoder's format, bf16 (default: bf16 weights, activations and cache) or fp32 (HF's greedy tokens exactly).
 set -euo pipefail
 CHECKPOINT=${CHECKPOINT:-/checkpoint}
 REPO=${REPO:-/models/repository}
@@ -14,7 +15,8 @@ else
   echo "mini-vlm: exporting $CHECKPOINT to $REPO (native onnxruntime backend, KIND_GPU)"
   # VLM_EXPORT_ARGS is split into words on purpose: it holds flags
   # shellcheck disable=SC2086
-  vlm export "$CHECKPOINT" --output "$REPO" --onnx-backend onnxruntime --device gpu ${VLM_EXPORT_ARGS:-}
+  vlm export "$CHECKPOINT" --output "$REPO" --onnx-backend onnxruntime --device gpu \
+    --decoder-precision "${DECODER_PRECISION:-bf16}" ${VLM_EXPORT_ARGS:-}
 fi
 
 # The same restricted APIs as `vlm serve` (minivlm/server/process.py RESTRICTED_APIS).

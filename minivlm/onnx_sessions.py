@@ -10,9 +10,12 @@ from typing import Sequence
 
 import onnxruntime as ort
 
+CUDA_PROVIDER = "CUDAExecutionProvider"     # in onnxruntime-gpu builds only (not the pip server's onnxruntime)
 
-def make_session(path: str | Path, *, intra_op_threads: int = 1, providers: Sequence[str] | None = None
+
+def make_session(path: str | Path, *, intra_op_threads: int = 1, providers: Sequence[str | tuple] | None = None
                  ) -> ort.InferenceSession:
+    """`providers`: ONNX Runtime's list, names or (name, options) pairs; the CPU's by default."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1

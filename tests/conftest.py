@@ -24,3 +24,13 @@ def tiny_vlm():
 def notebook_dir(tiny_vlm, tmp_path_factory):
     """`mini-vlm-routing/` written from `tiny_vlm`, base models as local folders beside it. Read-only."""
     return write_notebook_folder(tiny_vlm, tmp_path_factory.mktemp("notebook"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: skipped, with the reason shown, where torch sees none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (scripts/gpu-check.sh runs these on a GPU machine)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:      # the marker, not a test id that says gpu
+            item.add_marker(skip)

@@ -7,8 +7,11 @@ token of every live row, retires the rows that finished (EOS or their own limit)
 the rest. A row's tokens are those it would get decoded alone: each row keeps its own RoPE positions, padding
 bias and seeded sampler, and no row attends to another's keys.
 
-`StaticBatch` has the same two calls for what the fast decoder does not implement (HF's forward, a GPU): the
-rows admitted together decode to the end in one `decode`, like the server did before.
+On CUDA the same code runs on the decoder's device; prefill queues its kernels on a stream of its own
+(`minivlm.decoding.device.PrefillStream`), and `join` hands the prefilled tensors over to the decoding stream.
+
+`StaticBatch` has the same two calls for what the fast decoder does not implement (HF's forward for other
+Llama variants): the rows admitted together decode to the end in one `decode`, like the server did before.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Hashable, Sequence
 import torch
 from transformers import PreTrainedModel
 
+from minivlm.decoding.device import PrefillStream
 from minivlm.decoding.generate import decode, left_pad
 from minivlm.decoding.llama_decoder import KVCache, LlamaDecoder
 from minivlm.decoding.sampling import Generation, Sampler, SamplingParams, finish_reason, next_tokens
@@ -54,6 +58,7 @@ class ContinuousBatch:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
         self.decoder, self.eos_token_id, self.max_rows = decoder, eos_token_id, max_rows
         self.cache = decoder.new_cache(max_rows, 0, empty=True)        # grows on admission
+        self.prefill_stream = PrefillStream(decoder.device)
         self.rows: list[_Row] = []                # row i of the cache
         self.logits: torch.Tensor | None = None   # (rows, V): each row's next-token logits, not sampled yet
 
@@ -69,8 +74,10 @@ class ContinuousBatch:
     def prefill(self, jobs: Sequence[Job]) -> Prefilled:
         """The expensive half of `admit`, safe on another thread while this batch steps: the jobs' prompts
         through the decoder into a cache of their own."""
-        embeds, mask = left_pad([job.prefix for job in jobs])
-        cache, logits = self.decoder.prefill_rows(embeds, mask)
+        def prefill() -> tuple[KVCache, torch.Tensor]:
+            return self.decoder.prefill_rows(*left_pad([job.prefix for job in jobs]))
+
+        cache, logits = self.prefill_stream.run(prefill)
         return Prefilled(tuple(jobs), cache, logits)
 
     def join(self, prefilled: Prefilled) -> None:
@@ -79,6 +86,7 @@ class ContinuousBatch:
         if len(jobs) > self.free_rows:
             raise ValueError(f"cannot admit {len(jobs)} rows: {self.free_rows} of {self.max_rows} are free")
         ahead = max(job.params.max_new_tokens for job in jobs)
+        self.prefill_stream.adopt([*prefilled.cache.tensors(), prefilled.logits])
         self.decoder.join(prefilled.cache, self.cache, ahead=ahead)
         logits = prefilled.logits
         self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
@@ -105,7 +113,7 @@ class ContinuousBatch:
         self.logits = None
         if self.rows:
             self.cache.make_room(history=0, ahead=1)
-            self.logits = self.decoder.step(torch.tensor(tokens), self.cache)
+            self.logits = self.decoder.step(torch.tensor(tokens, device=self.decoder.device), self.cache)
         return finished
 
 

@@ -6,7 +6,7 @@ alone or inside a batch. Rows that finish (EOS or their own token limit) leave t
 `iter_decode` yields tokens step by step, so a streaming (decoupled) server can forward them as they come.
 
 Two backends run the same loop: `minivlm.decoding.llama_decoder` (fused weights, preallocated cache; built once per model
-object and used by default for plain fp32 Llamas on the CPU) and HF's forward with a `DynamicCache` (any other
+object and used by default for plain fp32 Llamas on the CPU or CUDA) and HF's forward with a `DynamicCache` (any other
 model, and `backend="hf"` for comparison). Their greedy tokens are the same; logits differ by ~1e-5.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ class _FastSession:
         return self.cache.keep(alive)
 
     def step(self, tokens: list[int]) -> torch.Tensor:
-        return self.decoder.step(torch.tensor(tokens), self.cache)
+        return self.decoder.step(torch.tensor(tokens, device=self.decoder.device), self.cache)
 
 
 def _session(lm: PreTrainedModel, embeds: torch.Tensor, mask: torch.Tensor, params: Sequence[SamplingParams],
@@ -100,7 +100,7 @@ def _session(lm: PreTrainedModel, embeds: torch.Tensor, mask: torch.Tensor, para
 @torch.inference_mode()
 def iter_decode(lm: PreTrainedModel, prefixes: Sequence[torch.Tensor], params: Sequence[SamplingParams],
                 eos_token_id: int, *, backend: Backend | LlamaDecoder = "auto") -> Iterator[TokenEvent]:
-    """backend: "auto" (the fast decoder for a plain Llama on the CPU, else HF), "fast", "hf", or a prebuilt
+    """backend: "auto" (the fast decoder for a plain fp32 Llama on the CPU or CUDA, else HF), "fast", "hf", or a prebuilt
     `LlamaDecoder` (e.g. an opt-in bf16 one)."""
     embeds, mask = left_pad(prefixes)
     session = _session(lm, embeds, mask, params, backend)
@@ -151,5 +151,5 @@ def reference_greedy(lm: PreTrainedModel, prefix: torch.Tensor, max_new_tokens: 
         if token == eos_token_id:
             return Generation(tuple(tokens), "stop")
         tokens.append(token)
-        sequence = torch.cat([sequence, embedding(torch.tensor([[token]]))], dim=1)
+        sequence = torch.cat([sequence, embedding(torch.tensor([[token]], device=sequence.device))], dim=1)
     return Generation(tuple(tokens), "length")

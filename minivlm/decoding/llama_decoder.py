@@ -1,4 +1,4 @@
-"""A compact Llama decoder for CPU serving, built from the weights of a HF `LlamaForCausalLM`.
+"""A compact Llama decoder for serving on the CPU or CUDA, built from the weights of a HF `LlamaForCausalLM`.
 
 Why not HF's forward: at batch 1 a SmolLM-135M step must read 538 MB of fp32 weights, and HF runs ~57
 kernels per layer on top. Each matmul streams megabytes through the caches and evicts the code of the small
@@ -23,26 +23,28 @@ doubles), and a prompt longer than the window's history slides it right first.
 For the single query of a step, F.scaled_dot_product_attention beat matmul + softmax + matmul (measured
 0.09 vs 0.1 ms per layer at batch 1, 0.5 vs 0.85 ms at batch 8).
 
-Precision: "fp32" (default) matches HF to ~1e-5 in the logits, so greedy tokens are HF's. "bf16" and "int8"
-are opt-in weight formats (oneDNN-packed bf16; fbgemm int8 with per-channel weight scales and dynamically
-quantized activations, through torch's deprecated quantized-tensor ops); activations, norms and the KV cache
-stay fp32. Measured here: int8 halves the batch-1 step; bf16 pays only at batch >= 4 and in prefill (AMX), its
-batch-1 matrix-vector products are not faster than fp32's. `python -m vlm_tools.bench.decode_step` measures their speed
-and their top-1 agreement with fp32.
+Precision: "fp32" (default) matches HF to ~1e-5 in the logits, so greedy tokens are HF's. On the CPU "bf16"
+and "int8" are opt-in weight formats (oneDNN-packed bf16; fbgemm int8 with per-channel weight scales and
+dynamically quantized activations, through torch's deprecated quantized-tensor ops); activations, norms and
+the KV cache stay fp32. Measured here: int8 halves the batch-1 step; bf16 pays only at batch >= 4 and in
+prefill (AMX), its batch-1 matrix-vector products are not faster than fp32's. `python -m
+vlm_tools.bench.decode_step` measures their speed and their top-1 agreement with fp32.
+
+Devices: the same code runs on CUDA; every tensor is made on the weights' device, and what differs per device
+(the weight formats, where CUDA's bf16 is bf16 throughout, the cache included; the default precision; prefill's
+stream) is in `minivlm.decoding.device`. Norms and RoPE compute in fp32 whatever the format.
 """
 from __future__ import annotations
 
 import math
-import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-Precision = Literal["fp32", "bf16", "int8"]
+from minivlm.decoding.device import DEVICE_TYPES, Precision, WeightFormat, model_device, weight_format
 
 
 @dataclass(frozen=True)
@@ -79,29 +81,6 @@ class DecoderConfig:
                    norm_eps=config.rms_norm_eps, max_positions=config.max_position_embeddings)
 
 
-# --- weight formats: pack once at load, multiply every step ------------------------------------------------
-# fp32 is stored (in, out) contiguous: on MKL, `x @ w` streams it faster than F.linear's (out, in).
-def _pack_int8(w: torch.Tensor) -> torch.Tensor:
-    """(out, in) fp32 -> fbgemm's packed int8, one symmetric scale per output channel."""
-    scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
-    zero = torch.zeros(w.shape[0], dtype=torch.long)
-    with warnings.catch_warnings():         # torch marks quantized tensors deprecated; the opt-in still runs
-        warnings.simplefilter("ignore")
-        return torch.ops.quantized.linear_prepack(torch.quantize_per_channel(w, scale, zero, 0, torch.qint8), None)
-
-
-_PACK: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {    # (out, in) fp32 -> packed
-    "fp32": lambda w: w.t().contiguous(),
-    "bf16": lambda w: torch.ops.mkldnn._reorder_linear_weight(w.bfloat16(), 1),
-    "int8": _pack_int8,
-}
-_MATMUL: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {    # x (N, in) -> (N, out) fp32
-    "fp32": torch.matmul,
-    "bf16": lambda x, w: torch.ops.mkldnn._linear_pointwise(x.bfloat16(), w, None, "none", [None], "").float(),
-    "int8": torch.ops.quantized.linear_dynamic,
-}
-
-
 @dataclass
 class Layer:
     wqkv: torch.Tensor        # D -> (H + 2 KV) hd: q, k, v side by side; input norm gain folded in
@@ -113,13 +92,13 @@ class Layer:
 def _rope_pairs(w: torch.Tensor, head_dim: int) -> torch.Tensor:
     """(heads hd, D) rows reordered per head from HF's halves [x1 | x2] to pairs (x1_j, x2_j), so RoPE's
     rotate_half becomes a complex multiply on adjacent pairs."""
-    half = torch.arange(head_dim // 2)
+    half = torch.arange(head_dim // 2, device=w.device)
     pairs = torch.stack([half, half + head_dim // 2], dim=-1).flatten()                  # (hd,)
     return w.view(-1, head_dim, w.shape[1])[:, pairs].reshape(w.shape)
 
 
-def _hf_layer(state: dict[str, torch.Tensor], i: int, c: DecoderConfig, precision: Precision) -> Layer:
-    p, pack = f"model.layers.{i}.", _PACK[precision]
+def _hf_layer(state: dict[str, torch.Tensor], i: int, c: DecoderConfig, pack) -> Layer:
+    p = f"model.layers.{i}."
     w = lambda name: state[p + name].float()                                           # noqa: E731  (out, in)
     # HF: norm(x) = x * rsqrt(mean(x^2) + eps) * gain = x * rsqrt(sum(x^2) + eps D) * sqrt(D) * gain
     gain = lambda name: w(name) * math.sqrt(c.dim)                                     # noqa: E731
@@ -167,13 +146,25 @@ class KVCache:
     finite values, with -inf in `bias` where they are padding, and its bias is 0 from `length` on.
     """
 
-    def __init__(self, config: DecoderConfig, rows: int, capacity: int):
+    def __init__(self, config: DecoderConfig, rows: int, capacity: int, *, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
         # k heads then v heads of a layer in one tensor, so a step writes both with one copy
         self.shape = (rows, 2 * config.n_kv_heads, capacity, config.head_dim)           # (B, 2 KV, T, hd)
-        self.kv = [torch.empty(self.shape) for _ in range(config.n_layers)]
-        self.bias = torch.zeros((rows, capacity))                   # (B, T): -inf on left padding
-        self.positions = torch.zeros(rows, dtype=torch.long)        # (B,): next RoPE position of each row
+        self.device, self.dtype = torch.device(device), dtype
+        self.kv = [self._empty(self.shape) for _ in range(config.n_layers)]
+        self.bias = self._zeros((rows, capacity))                   # (B, T): -inf on left padding
+        self.positions = torch.zeros(rows, dtype=torch.long, device=self.device)   # (B,): next RoPE position
         self.rows, self.max_rows, self.start, self.length, self.capacity = rows, rows, 0, 0, capacity
+
+    def _empty(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.empty(shape, device=self.device, dtype=self.dtype)
+
+    def _zeros(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.zeros(shape, device=self.device, dtype=self.dtype)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor the cache holds (to hand it from one CUDA stream to another)."""
+        return [*self.kv, self.bias, self.positions]
 
     def keep(self, alive: list[bool]) -> list[int]:
         """Drop the rows not alive; returns, for each remaining row, the row it used to be."""
@@ -199,6 +190,7 @@ class KVCache:
         view = KVCache.__new__(KVCache)
         r, c = slice(first_row, first_row + rows), slice(first_column, first_column + columns)
         view.shape = (rows,) + self.shape[1:2] + (columns,) + self.shape[3:]
+        view.device, view.dtype = self.device, self.dtype
         view.kv = [kv[r, :, c] for kv in self.kv]
         view.bias, view.positions = self.bias[r, c], self.positions[r]
         view.rows, view.max_rows, view.start, view.length, view.capacity = rows, rows, 0, 0, columns
@@ -221,7 +213,7 @@ class KVCache:
         source, target = slice(self.start, self.length), slice(start, start + width)
         if capacity != self.capacity:
             self.shape = self.shape[:2] + (capacity,) + self.shape[3:]
-            kv, bias = [torch.empty(self.shape) for _ in self.kv], torch.zeros((self.max_rows, capacity))
+            kv, bias = [self._empty(self.shape) for _ in self.kv], self._zeros((self.max_rows, capacity))
         else:
             kv, bias = self.kv, self.bias
         for new, old in zip(kv, self.kv):        # copy_ refuses overlapping source and target: clone then
@@ -251,32 +243,41 @@ class KVCache:
 
 
 class LlamaDecoder:
+    """`embed` (V, D) in the format's dtype decides the device every tensor of the decoder is made on."""
+
     def __init__(self, config: DecoderConfig, embed: torch.Tensor, lm_head: torch.Tensor, layers: list[Layer],
-                 precision: Precision = "fp32"):
+                 weight_format: WeightFormat):
         self.config, self.embed, self.lm_head, self.layers = config, embed, lm_head, layers
-        self.precision, self._mm = precision, _MATMUL[precision]
-        self._eps_d = torch.tensor(config.norm_eps * config.dim)   # a tensor: a float operand costs 3 more kernels
-        exponents = torch.arange(0, config.head_dim, 2, dtype=torch.float) / config.head_dim
+        self.format, self.precision, self._mm = weight_format, weight_format.precision, weight_format.matmul
+        self.device, self.dtype = embed.device, weight_format.dtype
+        # a tensor: a float operand costs 3 more kernels
+        self._eps_d = torch.tensor(config.norm_eps * config.dim, device=self.device)
+        exponents = torch.arange(0, config.head_dim, 2, dtype=torch.float, device=self.device) / config.head_dim
         inv_freq = 1.0 / (config.rope_theta ** exponents)                                               # HF's
-        angles = torch.arange(config.max_positions, dtype=torch.float)[:, None] * inv_freq[None, :]   # (P, hd/2)
+        angles = torch.arange(config.max_positions, dtype=torch.float, device=self.device)[:, None] * inv_freq[None, :]
         self.rotations = torch.polar(torch.ones_like(angles), angles)          # (P, hd/2) complex: cos + i sin
 
     @classmethod
-    def from_hf(cls, model: LlamaForCausalLM, *, precision: Precision = "fp32") -> LlamaDecoder:
-        if precision not in _PACK:
-            raise ValueError(f"precision must be one of {sorted(_PACK)}, got {precision!r}")
+    def from_hf(cls, model: LlamaForCausalLM, *, precision: Precision = "fp32",
+                weight_format: WeightFormat | None = None) -> LlamaDecoder:
+        """On the model's device, in `precision`'s format there (`weight_format` overrides it: tests check the
+        CUDA formats' arithmetic on the CPU)."""
+        weight_format = weight_format or weight_format_for(model, precision)
         config = DecoderConfig.from_hf(model.config)
         state = {k: v.detach() for k, v in model.state_dict().items()}
         check_state_dict(state, config)
-        embed = state["model.embed_tokens.weight"].float().contiguous()   # HF's own tensor when already fp32
-        layers = [_hf_layer(state, i, config, precision) for i in range(config.n_layers)]
+        tied = state["model.embed_tokens.weight"].float()
+        embed = tied.to(weight_format.dtype).contiguous()               # HF's own tensor when already fp32
+        layers = [_hf_layer(state, i, config, weight_format.pack) for i in range(config.n_layers)]
         # the tied lm_head: its own copy in the matmul format (113 MB at full size in fp32), final norm folded in
-        lm_head = _PACK[precision](embed * (state["model.norm.weight"].float() * math.sqrt(config.dim)))
-        return cls(config, embed, lm_head, layers, precision)
+        lm_head = weight_format.pack(tied * (state["model.norm.weight"].float() * math.sqrt(config.dim)))
+        return cls(config, embed, lm_head, layers, weight_format)
 
     # --- shared pieces ------------------------------------------------------------------------------------
     def _normed(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, D) -> x * rsqrt(sum(x^2) + eps D): RMSNorm up to sqrt(D) * gain, which the next matrix holds."""
+        if x.dtype != torch.float32:           # HF too: the sum of squares in fp32, the result in x's dtype
+            return self._normed(x.float()).to(x.dtype)
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)                          # (N, 1)
         return x * torch.addcmul(self._eps_d, norm, norm).rsqrt_()
 
@@ -284,11 +285,14 @@ class LlamaDecoder:
         """RoPE in place on the q and k heads of qkv (..., H + 2 KV, hd); rotations (..., 1, hd/2) complex."""
         c = self.config
         pairs = qkv[..., :c.n_heads + c.n_kv_heads, :].unflatten(-1, (c.head_dim // 2, 2))  # (..., H + KV, hd/2, 2)
-        torch.view_as_complex(pairs).mul_(rotations)
+        if pairs.dtype == torch.float32:
+            torch.view_as_complex(pairs).mul_(rotations)
+        else:                                  # no complex bf16: rotate in fp32, write back
+            pairs.copy_(torch.view_as_real(torch.view_as_complex(pairs.float()) * rotations))
 
     def _mm_add_(self, x: torch.Tensor, a: torch.Tensor, w: torch.Tensor) -> None:
-        """x += a @ w, one kernel in fp32."""
-        if self.precision == "fp32":
+        """x += a @ w, one kernel where the format multiplies with torch.matmul."""
+        if self.format.fused_add:
             x.addmm_(a, w)
         else:
             x.add_(self._mm(a, w))
@@ -300,14 +304,14 @@ class LlamaDecoder:
         self._mm_add_(x, F.silu(gate).mul_(up), layer.w_down)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, D) at the last position -> (B, V) logits; the lm_head is the tied embedding."""
-        return self._mm(self._normed(x), self.lm_head)
+        """x (B, D) at the last position -> (B, V) fp32 logits; the lm_head is the tied embedding."""
+        return self._mm(self._normed(x), self.lm_head).float()
 
     def new_cache(self, rows: int, capacity: int, *, empty: bool = False) -> KVCache:
         """empty: no live rows yet; they join through `join` (a continuous batch)."""
         if capacity > self.config.max_positions:
             raise ValueError(f"cache capacity {capacity} exceeds the model's {self.config.max_positions} positions")
-        cache = KVCache(self.config, rows, capacity)
+        cache = KVCache(self.config, rows, capacity, device=self.device, dtype=self.dtype)
         cache.rows = 0 if empty else rows
         return cache
 
@@ -320,13 +324,14 @@ class LlamaDecoder:
         if B != cache.rows or L > cache.capacity:
             raise ValueError(f"prefix batch {tuple(embeds.shape[:2])} does not fit a cache of {cache.rows} rows "
                              f"x {cache.capacity} positions")
-        mask = mask.bool()
+        mask = mask.to(self.device).bool()
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)                           # (B, L)
         rotations = self.rotations[positions][:, :, None]                                 # (B, L, 1, hd/2)
         # causal over real keys; a padding query also sees itself, so no softmax row is empty (no NaN)
-        allowed = torch.ones((L, L), dtype=torch.bool).tril() & (mask[:, None, :] | torch.eye(L, dtype=torch.bool))
+        square = dict(dtype=torch.bool, device=self.device)
+        allowed = torch.ones((L, L), **square).tril() & (mask[:, None, :] | torch.eye(L, **square))
         allowed = allowed[:, None]                                                        # (B, 1, L, L)
-        x = embeds.float().reshape(B * L, c.dim).clone()                                 # (B L, D), updated in place
+        x = embeds.to(self.device, self.dtype).reshape(B * L, c.dim).clone()            # (B L, D), updated in place
         for layer, kv in zip(self.layers, cache.kv):
             qkv = self._mm(self._normed(x), layer.wqkv).view(B, L, c.n_heads + 2 * c.n_kv_heads, c.head_dim)
             self._rotate(qkv, rotations)
@@ -373,6 +378,7 @@ class LlamaDecoder:
     def step(self, token_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """token_ids (B,) for the cache's B rows -> next logits (B, V); appends one position to the cache."""
         c = self.config
+        token_ids = token_ids.to(self.device, non_blocking=True)
         B, t = cache.rows, cache.length
         if t >= cache.capacity or token_ids.shape != (B,):
             raise ValueError(f"step() got {tuple(token_ids.shape)} tokens for {B} rows at {t}/{cache.capacity}")
@@ -404,16 +410,22 @@ _DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {
 
 
 def supports_fast_decoder(model: torch.nn.Module) -> bool:
-    """A plain fp32 Llama on the CPU: what `LlamaDecoder` implements exactly (anything else keeps HF's forward)."""
+    """A plain fp32 Llama on the CPU or CUDA: what `LlamaDecoder` implements exactly (anything else keeps HF's
+    forward)."""
     if not isinstance(model, LlamaForCausalLM):
         return False
-    if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
+    if any(p.device.type not in DEVICE_TYPES or p.dtype != torch.float32 for p in model.parameters()):
         return False
     try:
         DecoderConfig.from_hf(model.config)
     except ValueError:
         return False
     return True
+
+
+def weight_format_for(model: torch.nn.Module, precision: Precision) -> WeightFormat:
+    """`precision`'s format on the model's device; ValueError when that device has no such format."""
+    return weight_format(precision, model_device(model))
 
 
 def _fingerprint(model: torch.nn.Module) -> tuple:

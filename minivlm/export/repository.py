@@ -24,7 +24,7 @@ from tritonclient.grpc import model_config_pb2
 from minivlm.errors import CheckpointError
 from minivlm.model.checkpoint import ROUTER_FILE, TOKENIZER_DIR, load_vlm
 from minivlm.routing.minilm import SHIPPED_ROUTER
-from minivlm.serving.config import DECODER_PRECISIONS
+from minivlm.serving.config import DECODER_PRECISION_CHOICES
 from minivlm.serving.query_step import TOKENIZER_DIR as QUERY_TOKENIZER_DIR
 from vlm_client import protocol
 
@@ -51,18 +51,21 @@ class BuildOptions:
     router: str = "minilm"
     onnx_backend: str = "python"
     device: str = "cpu"
-    decoder_precision: str = "fp32"       # "int8" / "bf16": faster, opt-in accuracy cost (docs/benchmarks.md)
+    # "auto": fp32 on the CPU, bf16 on the GPU; "int8" (CPU) / "bf16": faster, opt-in accuracy cost
+    # (docs/benchmarks.md, docs/gpu.md)
+    decoder_precision: str = "auto"
 
     def __post_init__(self):
         if self.onnx_backend not in ONNX_BACKENDS:
             raise ValueError(f"onnx_backend must be one of {ONNX_BACKENDS}, got {self.onnx_backend!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.decoder_precision not in DECODER_PRECISIONS:
-            raise ValueError(f"decoder_precision must be one of {DECODER_PRECISIONS}, got {self.decoder_precision!r}")
-        if self.device == "gpu" and self.decoder_precision != "fp32":
-            raise ValueError(f"decoder_precision {self.decoder_precision!r} is for the CPU fast decoder; a GPU "
-                             f"generator_engine runs HF's forward in fp32")
+        if self.decoder_precision not in DECODER_PRECISION_CHOICES:
+            raise ValueError(f"decoder_precision must be one of {DECODER_PRECISION_CHOICES}, "
+                             f"got {self.decoder_precision!r}")
+        if self.device == "gpu" and self.decoder_precision == "int8":
+            raise ValueError("decoder_precision 'int8' runs only on the CPU fast decoder (fbgemm); a GPU "
+                             "generator_engine takes fp32 or bf16")
 
 
 @dataclass
@@ -71,13 +74,14 @@ class BuildReport:
     onnx_backend: str
     device: str
     router: str
-    decoder_precision: str = "fp32"
+    decoder_precision: str = "auto"
     template: str = ""                    # template_fingerprint() of the template it was built from
     max_abs_diff: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 def build_repository(options: BuildOptions) -> BuildReport:
-    from minivlm.export.vision_encoder import export_vision_encoder
+    from minivlm.export.vision_encoder import export_vision_encoder, save_torch_program
+    from minivlm.serving.onnx_model import TORCH_PROGRAM
     from minivlm.model.artifacts import write_generator_artifacts
 
     output = Path(options.output)
@@ -96,6 +100,8 @@ def build_repository(options: BuildOptions) -> BuildReport:
         with _step(steps, f"export {protocol.VISION_ENCODER}"):
             vision = export_vision_encoder(vlm.vision, staging / protocol.VISION_ENCODER / "1" / "model.onnx")
             report.max_abs_diff[protocol.VISION_ENCODER] = vision.max_abs_diff
+            if options.device == "gpu" and options.onnx_backend == "python":     # see save_torch_program
+                save_torch_program(vlm.vision, staging / protocol.VISION_ENCODER / "1" / TORCH_PROGRAM)
         with _step(steps, f"export {protocol.ROUTER}"):
             report.max_abs_diff[protocol.ROUTER] = _export_router(options, staging)
         with _step(steps, f"write {protocol.GENERATOR_ENGINE}'s weights and configure the repository"):

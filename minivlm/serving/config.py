@@ -32,7 +32,9 @@ NOTEBOOK_TASK_DEFAULTS = {
     "vqa": TaskDefaults(max_new_tokens=10, temperature=0.0),
 }
 BATCHING_MODES = ("continuous", "continuous_inline", "static")
-DECODER_PRECISIONS = ("fp32", "bf16", "int8")
+DECODER_PRECISIONS = ("fp32", "bf16", "int8")     # the decoder's weight formats (minivlm/decoding/device.py)
+# generator_engine's decoder_precision also takes "auto": fp32 on the CPU, bf16 on a GPU instance
+DECODER_PRECISION_CHOICES = ("auto", *DECODER_PRECISIONS)
 MAX_NEW_TOKENS_LIMIT = 512
 MAX_TEMPERATURE = 2.0
 
@@ -129,7 +131,7 @@ class GeneratorConfig(ModelConfig):
 class GeneratorEngineConfig(ModelConfig):
     torch_threads: int = 1
     batching: str = "continuous"
-    decoder_precision: str = "fp32"
+    decoder_precision: str = "auto"
     max_live_rows: int = 16
     max_waiting_requests: int = 64
     min_router_confidence: float = 0.5
@@ -147,7 +149,8 @@ class GeneratorEngineConfig(ModelConfig):
     def __post_init__(self):
         self._check(self.torch_threads >= 1, "torch_threads", ">= 1")
         self._check(self.batching in BATCHING_MODES, "batching", f"one of {BATCHING_MODES}")
-        self._check(self.decoder_precision in DECODER_PRECISIONS, "decoder_precision", f"one of {DECODER_PRECISIONS}")
+        self._check(self.decoder_precision in DECODER_PRECISION_CHOICES, "decoder_precision",
+                    f"one of {DECODER_PRECISION_CHOICES}")
         self._check(self.max_live_rows >= 1, "max_live_rows", ">= 1")
         self._check(self.max_waiting_requests >= 1, "max_waiting_requests", ">= 1")
         for key in ("min_router_confidence", "compound_min_score"):

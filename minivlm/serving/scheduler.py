@@ -17,15 +17,19 @@ the two threads do not contend for a pool), and the prefilled rows join the batc
 being prefilled hold their slot, so `max_live_rows` still bounds the rows that decode at once.
 
 `precision` picks the decoder's weight format: "fp32" (HF's greedy tokens exactly) or the opt-in "bf16" /
-"int8", faster with an accuracy cost (`minivlm/decoding/llama_decoder.py`, docs/benchmarks.md).
+"int8", faster with an accuracy cost (`minivlm/decoding/llama_decoder.py`, docs/benchmarks.md); "auto" (the
+default) is fp32 on the CPU and bf16 on CUDA (`minivlm/decoding/device.py`).
+
+Devices: the engine's language model decides. On CUDA (a KIND_GPU instance) the same scheduler and decoder
+run there, prefill on a CUDA stream of its own (docs/gpu.md).
 
 Streaming (`submit(..., on_text=...)`, one-row requests): after each step the new text of the request's first
 answer part goes to `on_text` (raw decoded text, held back while it ends inside a multi-byte character; the
 pieces join to that part's whole raw text); the final answer still comes once through `deliver`, after the
 last piece. Static batches send the text in one piece when the row finishes.
 
-`continuous=False`, or a model the fast decoder does not implement (HF's forward, a GPU), gives the static
-fallback: the rows waiting when the previous batch finished decode together to the end.
+`continuous=False`, or a model the fast decoder does not implement (a Llama variant, a device other than the
+CPU and CUDA), gives the static fallback: the rows waiting when the previous batch finished decode together to the end.
 """
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from minivlm.decoding.batch import ContinuousBatch, Job, Prefilled, StaticBatch
-from minivlm.decoding.llama_decoder import Precision, fast_decoder, supports_fast_decoder
+from minivlm.decoding.device import AUTO, model_device, resolve_precision
+from minivlm.decoding.llama_decoder import fast_decoder, supports_fast_decoder
 from minivlm.decoding.sampling import Generation
 from minivlm.errors import InputError, ServerBusyError
 from minivlm.serving.config import GeneratorEngineConfig
@@ -70,7 +75,7 @@ class _Ticket:
 
 class Scheduler:
     def __init__(self, engine: GeneratorEngine, *, max_live_rows: int = 16, max_waiting_requests: int = 64,
-                 continuous: bool = True, overlap_prefill: bool = True, precision: Precision = "fp32",
+                 continuous: bool = True, overlap_prefill: bool = True, precision: str = AUTO,
                  metrics: GeneratorMetrics | None = None):
         """`metrics`: where answered requests, their timings and the load are recorded (None: nowhere)."""
         self.metrics = metrics
@@ -79,8 +84,12 @@ class Scheduler:
         self.engine, self.max_live_rows, self.max_waiting_requests = engine, max_live_rows, max_waiting_requests
         self.continuous = continuous and supports_fast_decoder(engine.language_model)
         self.overlap_prefill = overlap_prefill and self.continuous
-        if precision != "fp32" and not self.continuous:     # HF's forward has no such weight format
-            raise ValueError(f"decoder precision {precision!r} needs continuous batching on the CPU fast decoder; "
+        if self.continuous:
+            precision = resolve_precision(precision, model_device(engine.language_model))
+        elif precision == AUTO:
+            precision = "fp32"
+        elif precision != "fp32":                           # HF's forward has no such weight format
+            raise ValueError(f"decoder precision {precision!r} needs continuous batching on the fast decoder; "
                              f"this generator {'runs static batches' if continuous else 'has batching=static'}")
         self.precision = precision
         self.batch = self._new_batch()

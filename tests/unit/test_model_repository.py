@@ -159,7 +159,7 @@ def test_decoder_precision_is_an_export_option_checked_before_anything_is_built(
     from minivlm.serving.config import DECODER_PRECISIONS
 
     assert parse(TEMPLATE_DIR / protocol.GENERATOR_ENGINE / "config.pbtxt").parameters[
-        "decoder_precision"].string_value == "fp32"                      # exact by default
+        "decoder_precision"].string_value == "auto"      # fp32 on the CPU: exact by default (bf16 on a GPU)
     parser = argparse.ArgumentParser()
     add_export_command(parser.add_subparsers())
     args = parser.parse_args(["export", "CKPT", "-o", "REPO", "--decoder-precision", "int8"])
