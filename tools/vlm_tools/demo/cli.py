@@ -31,6 +31,8 @@ def _add_train(subparsers) -> None:
                         help="seed for the scenes and the weights (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=DemoConfig.steps,
                         help="optimizer steps of 32 scenes each (default: %(default)s)")
+    parser.add_argument("--stop-after", type=int, default=0, metavar="STEPS",
+                        help="stop after STEPS steps of the --steps schedule (default: run all of it)")
     parser.add_argument("--threads", type=int, default=DemoConfig.threads,
                         help="torch threads; 0 picks 2 on an idle machine and 1 on a busy one, where two threads "
                              "stall each other (default: %(default)s)")
@@ -90,19 +92,14 @@ def _ship_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_command_line(config: dict) -> str:
-    """The `vlm demo-train` command that reproduces a recorded training config."""
-    return (f"vlm demo-train --output DIR --seed {config['seed']} --steps {config['steps']} "
-            f"--minutes {config['max_minutes']:g} --threads {config['threads']}")
-
-
 def _train_command(args: argparse.Namespace) -> int:
     from vlm_tools.demo.config import STATS_FILE
     from vlm_tools.demo.train import is_complete, save_demo, train_demo
     if is_complete(args.output) and not args.force:
         print(f"{args.output} already holds a complete demo model ({STATS_FILE}); use --force to retrain")
         return 0
-    config = replace(DemoConfig(), seed=args.seed, steps=args.steps, max_minutes=args.minutes, threads=args.threads)
+    config = replace(DemoConfig(), seed=args.seed, steps=args.steps, stop_after=args.stop_after,
+                     max_minutes=args.minutes, threads=args.threads)
     vlm, stats = train_demo(config, snapshots=Path(args.output) / "snapshots", snapshot_every=args.snapshot_every)
     checkpoint_dir = save_demo(vlm, stats, args.output, with_router=not args.no_router)
     shortened = " (schedule shortened to fit --minutes)" if stats["schedule_followed_clock"] else ""

@@ -10,7 +10,8 @@ EVAL_SEED = 1_000_003                    # held-out scenes: training uses its ow
 @dataclass(frozen=True)
 class DemoConfig:
     seed: int = 0
-    steps: int = 9000                     # the shipped model's recipe (trained/README.md): about 85 minutes
+    steps: int = 9000                     # the length of the learning-rate schedule
+    stop_after: int = 0                   # stop after this many steps of that schedule; 0 = run all of it
     batch_size: int = 32                  # images per step; each carries all its questions
     learning_rate: float = 2e-3
     warmup_steps: int = 30

@@ -77,16 +77,24 @@ def ship(source: Path, folder: Path = SHIPPED_DEMO_MODEL) -> None:
     staging = folder.with_name(folder.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     write_notebook_folder(vlm, staging, with_router=False, half=True)
-    shutil.copy(Path(source) / STATS_FILE, staging / STATS_FILE)
+    stats = json.loads((Path(source) / STATS_FILE).read_text())
+    if stats["steps_done"] < stats["config"]["steps"]:      # a snapshot: the recipe stops the schedule there
+        stats["config"]["stop_after"] = stats["steps_done"]
+    (staging / STATS_FILE).write_text(json.dumps(stats, indent=2))
     write_checksums(staging)
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
 
 
+def train_command_line(config: dict) -> str:
+    """The `vlm demo-train` command that reproduces a recorded training config."""
+    stop = f" --stop-after {config['stop_after']}" if config.get("stop_after") else ""
+    return (f"vlm demo-train --output DIR --seed {config['seed']} --steps {config['steps']}{stop} "
+            f"--minutes {config['max_minutes']:g} --threads {config['threads']}")
+
+
 def write_readme(report: dict, table: str, folder: Path = SHIPPED_DEMO_MODEL) -> None:
     """What the folder is, the command that rebuilds it, how long that took, its scores and its checksums."""
-    from vlm_tools.demo.cli import train_command_line
-
     stats = json.loads((folder / STATS_FILE).read_text())
     config = stats["config"]
     sums = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in read_checksums(folder).items())

@@ -162,8 +162,9 @@ def _loop(vlm, helpers, optimizer, config: DemoConfig, budget_s: float, show_pro
     """The schedule follows the step count, unless the wall clock runs ahead of it on a busy machine: then
     it follows the clock, so training always ends annealed within the budget (and says it was timed)."""
     started, step, losses, timed = time.monotonic(), 0, {}, False
-    with tqdm(total=config.steps, desc="demo-train", disable=not show_progress) as bar:
-        while step < config.steps:
+    last = config.stop_after or config.steps
+    with tqdm(total=last, desc="demo-train", disable=not show_progress) as bar:
+        while step < last:
             clock = (time.monotonic() - started) / budget_s
             if clock >= 1.0:
                 log.warning("stopped at step %d of %d: the %.1f-minute budget ran out",
