@@ -23,7 +23,7 @@ def _parameter(repository, key: str) -> str:
 def test_set_mode_rewrites_the_engine_parameters_and_refuses_unknown_modes(tmp_path):
     copy_template(tmp_path / "repo")
     assert (_parameter(tmp_path / "repo", "batching"), _parameter(tmp_path / "repo", "decoder_precision")) == \
-        ("continuous", "fp32")
+        ("continuous", "auto")                                  # fp32 on the CPU, bf16 on a GPU
     served.set_mode(tmp_path / "repo", "static")
     assert _parameter(tmp_path / "repo", "batching") == "static"
     served.set_mode(tmp_path / "repo", "continuous:int8")
@@ -31,6 +31,8 @@ def test_set_mode_rewrites_the_engine_parameters_and_refuses_unknown_modes(tmp_p
         ("continuous", "int8")
     served.set_model_threads(tmp_path / "repo", 2)
     assert _parameter(tmp_path / "repo", "torch_threads") == "2"
+    served.set_live_rows(tmp_path / "repo", 64)
+    assert _parameter(tmp_path / "repo", "max_live_rows") == "64"
     assert served.parse_mode("continuous:int8+stream") == ("continuous", "int8", True)
     assert served.parse_mode("static") == ("static", "fp32", False)
     for bad, why in (("dynamic", "batching in"), ("continuous:fp8", "precision in"), ("static:int8", "continuous"),

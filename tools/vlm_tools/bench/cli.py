@@ -88,6 +88,16 @@ def add_bench_command(subparsers) -> None:
     parser.add_argument("--server-threads", type=int, default=1, metavar="N",
                         help="intra-op threads of the served generator and vision encoder, written into the "
                              "cached repository (default 1, like --threads; 0 keeps the repository's settings)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: transformers generate and the decode steps run on the GPU, and the served "
+                             "repository is exported with KIND_GPU instances (docs/gpu.md); the roofline bounds "
+                             "stay the host CPU's")
+    parser.add_argument("--router", choices=("minilm", "notebook"), default="minilm",
+                        help="the served router: the shipped MiniLM (default) or the checkpoint's LSTM (needs no "
+                             "pretrained MiniLM package; the bench's queries are tagged, so the choice costs only "
+                             "one small ONNX call per request)")
+    parser.add_argument("--max-live-rows", type=int, default=None, metavar="N",
+                        help="generator_engine's max_live_rows in the cached repository (default: its own, 16)")
     parser.add_argument("--seed", type=int, default=0, help="weights and workload seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of tables")
     parser.add_argument("--from-json", type=Path, metavar="BENCH_JSON",
@@ -123,16 +133,31 @@ def run_bench_command(args: argparse.Namespace) -> int:
         notebook_requests=args.notebook_requests, skip_notebook=args.skip_notebook,
         skip_generate=args.skip_generate, skip_served=args.skip_served, served_batching=args.served_batching,
         decode_batches=args.decode_batches,
-        server_threads=args.server_threads or None, threads=args.threads,
+        server_threads=args.server_threads or None, threads=args.threads, device=args.device,
+        max_live_rows=args.max_live_rows, router=args.router,
         seed=args.seed, progress=not args.no_progress, command=shlex.join(["vlm", *sys.argv[1:]])))
     write_json(report, args.output / "bench.json")
-    write_plot(report, args.output / "bench.png")
+    plotted = _plot(report, args.output / "bench.png")
     if args.json:
         print(json.dumps(to_json(report), indent=2, default=str))
         return 0
     print(format_bounds(report), format_table(report), format_profile(report), sep="\n\n")
-    print(f"\nwrote {args.output / 'bench.json'} and {args.output / 'bench.png'}")
+    print(f"\nwrote {args.output / 'bench.json'}" + (f" and {args.output / 'bench.png'}" if plotted else ""))
     return 0
+
+
+def _plot(report, path: Path) -> bool:
+    """The plot, where matplotlib is installed (the GPU machine has none: `--from-json` redraws it elsewhere)."""
+    from vlm_tools.bench.report import write_plot
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(f"no matplotlib here: no plot; redraw it with `vlm bench --from-json {path.with_name('bench.json')}`",
+              file=sys.stderr)
+        return False
+    write_plot(report, path)
+    return True
 
 
 def add_perf_inputs_command(subparsers) -> None:

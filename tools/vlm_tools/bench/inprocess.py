@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from minivlm.decoding.generate import decode
 from minivlm.decoding.json_constraint import CLOSING_WINDOW, DetectionGrammar
+from minivlm.decoding.llama_decoder import fast_decoder, supports_fast_decoder
 from minivlm.decoding.sampling import SamplingParams
 from minivlm.model.vlm import MiniVLM
 from minivlm.processing.images import preprocess_image_bytes
@@ -43,12 +44,16 @@ class NotebookRun:
     steps: list[tuple[int, float]]     # (sequence length fed to the model, seconds) of every token
 
 
+@torch.inference_mode()
 def _prefix(vlm: MiniVLM, item: WorkItem) -> torch.Tensor:
-    """Image bytes -> (positions, hidden): decode, ViT + projector in PyTorch, prompt embeddings."""
-    pixels = preprocess_image_bytes(item.image)
-    embeds = vlm.encode_images(pixels[None])[0]
+    """Image bytes -> (positions, hidden): decode, ViT + projector in PyTorch, prompt embeddings; on the device
+    the model is on (`vlm bench --device cuda` moves it to the GPU)."""
+    device = vlm.language_model.device
+    pixels = torch.as_tensor(preprocess_image_bytes(item.image)[None], dtype=torch.float32, device=device)
+    embeds = vlm.vision(pixels)[0]
     question = item.query.split("]", 1)[1].strip() if item.task == "vqa" else ""
-    return vlm.prefix(embeds, vlm.prompt_ids(item.task, question))
+    prompt = torch.tensor(vlm.prompt_ids(item.task, question), device=device)
+    return torch.cat([embeds, vlm.language_model.get_input_embeddings()(prompt)])
 
 
 @torch.inference_mode()
@@ -126,15 +131,18 @@ class DecodeStep:
 
 @torch.inference_mode()
 def measure_decode_step(lm, *, batch: int, prefix_positions: int, steps: int = 32,
-                        eos_token_id: int = 0) -> DecodeStep:
+                        eos_token_id: int = 0, precision: str = "fp32") -> DecodeStep:
     """The served generator's `decode` at a fixed batch: (time for 1 + steps tokens - time for 1) / steps.
-    One token costs only the prefill, so the difference is `steps` pure decode steps."""
+    One token costs only the prefill, so the difference is `steps` pure decode steps. On the model's device,
+    with the decoder in `precision` (what the served engine runs). Every step ends in a host sync on its
+    tokens, so wall time is the GPU's time too."""
     hidden = lm.config.hidden_size
-    prefixes = [torch.randn(prefix_positions, hidden) * 0.02 for _ in range(batch)]
+    prefixes = [torch.randn(prefix_positions, hidden, device=lm.device) * 0.02 for _ in range(batch)]
+    backend = fast_decoder(lm, precision=precision) if supports_fast_decoder(lm) else "auto"
 
     def timed(tokens: int) -> float:
         start = time.perf_counter()
-        decode(lm, prefixes, [SamplingParams(max_new_tokens=tokens)] * batch, eos_token_id)
+        decode(lm, prefixes, [SamplingParams(max_new_tokens=tokens)] * batch, eos_token_id, backend=backend)
         return time.perf_counter() - start
 
     timed(2)                                                   # warm-up: allocations, thread pools

@@ -40,6 +40,9 @@ class BenchOptions:
     seed: int = 0
     progress: bool = True
     command: str = ""
+    device: str = "cpu"                              # "cuda": in-process systems and the served models on a GPU
+    max_live_rows: int | None = None                 # generator_engine's; None = the repository's (16)
+    router: str = "minilm"                           # served.prepare_repository's
 
     @property
     def task_mix(self) -> dict[str, int]:
@@ -48,6 +51,8 @@ class BenchOptions:
 
 def run_bench(options: BenchOptions) -> BenchReport:
     vlm = load_vlm(served.prepare_notebook(options.cache_dir, seed=options.seed))
+    vlm.vision.to(options.device)
+    vlm.language_model.to(options.device)
     workload = build_workload(whole_cycles(options.requests, options.task_mix), options.task_mix, seed=options.seed)
     costs = roofline.model_costs(vlm.vision.vit.config, vlm.language_model.config)
     machine_before = measure_machine(costs.lm_weight_bytes)
@@ -59,7 +64,9 @@ def run_bench(options: BenchOptions) -> BenchReport:
     if not options.skip_generate:
         report.systems.append(_generate(vlm, workload, options))
     if not options.skip_served:
-        _served(served.prepare_repository(options.cache_dir, seed=options.seed), report, options)
+        repository = served.prepare_repository(options.cache_dir, seed=options.seed, device=options.device,
+                                               router=options.router)
+        _served(repository, report, options)
     _apply_bounds(report, vlm, workload, costs, best_of(machine_before, measure_machine(costs.lm_weight_bytes)),
                   options)
     compare(report)
@@ -73,7 +80,8 @@ def _prompt_ids(vlm: MiniVLM, item: WorkItem) -> list[int]:
 
 
 def _workload_info(workload: list[WorkItem], options: BenchOptions, costs: roofline.ModelCosts) -> dict:
-    return {"mix": options.task_mix, "round": task_cycle(options.task_mix), "requests": len(workload),
+    return {"device": options.device, "mix": options.task_mix, "round": task_cycle(options.task_mix),
+            "requests": len(workload),
             "tokens_per_request": {i.task: i.max_new_tokens for i in workload},
             "image_positions": costs.image_positions, "torch_threads": options.threads,
             "server_threads": options.server_threads}
@@ -102,10 +110,12 @@ def _apply_bounds(report: BenchReport, vlm: MiniVLM, workload: list[WorkItem], c
 def _decode_steps(vlm: MiniVLM, workload: list[WorkItem], options: BenchOptions) -> list[dict]:
     """The served generator's `decode` in-process at each batch (the bound is added at the end)."""
     positions = max(vlm.vision.num_positions + len(_prompt_ids(vlm, i)) for i in workload)
+    # the decoder format the (first) served mode runs: the served engine's steps, measured in-process
+    precision = served.parse_mode(options.served_batching[0]).precision
     steps = []
     for batch in options.decode_batches:
         step = inprocess.measure_decode_step(vlm.language_model, batch=batch, prefix_positions=positions,
-                                             eos_token_id=vlm.eos_token_id)
+                                             eos_token_id=vlm.eos_token_id, precision=precision)
         constraint = inprocess.measure_json_constraint(vlm.detection_grammar, vlm.tokenizer, batch=batch)
         log.info("decode step at batch %d: %.1f ms; OD grammar adds %.2f ms (%.2f ms near the limit)", batch,
                  step.step_s * 1e3, constraint["step_s"] * 1e3, constraint["closing_step_s"] * 1e3)
@@ -165,6 +175,8 @@ def _generate(vlm: MiniVLM, workload: list[WorkItem], options: BenchOptions) -> 
 def _served(repository: Path, report: BenchReport, options: BenchOptions) -> None:
     if options.server_threads is not None:
         served.set_model_threads(repository, options.server_threads)
+    if options.max_live_rows is not None:
+        served.set_live_rows(repository, options.max_live_rows)
     for mode in options.served_batching:
         served.set_mode(repository, mode)
         with served.running_server(repository, options.log_dir) as server:

