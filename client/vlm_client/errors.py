@@ -74,12 +74,19 @@ def _status_text(status: str | None) -> str | None:
 _UNREACHABLE = re.compile(r"failed to connect|connection refused|dns resolution failed", re.IGNORECASE)
 
 
+# While the server's watchdog reloads a crashed model (docs/operations.md), Triton answers NOT_FOUND / 400 for
+# the ensembles it took down with it: the one status that does not say "try again", for a state that passes.
+_RELOADING = re.compile(r"has no available versions|is not ready", re.IGNORECASE)
+
+
 def from_server_exception(exc: InferenceServerException, url: str | None = None) -> VLMError:
     raw = exc.message() or str(exc)
     step, message = split_step(raw)
     status = _status_text(exc.status())
     if status == "UNAVAILABLE" and step is None and _UNREACHABLE.search(raw):
         return VLMError(f"cannot reach server at {url}: {raw}" if url else raw, status=status, raw=raw)
+    if _RELOADING.search(raw):
+        return Overloaded(message, step=step, status=status, raw=raw)
     return _KINDS.get(status or "", ServerError)(message, step=step, status=status, raw=raw)
 
 

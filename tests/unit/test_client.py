@@ -257,6 +257,18 @@ def test_an_unreachable_server_is_not_an_overload():
     assert info.value.message.startswith("cannot reach server at 127.0.0.1:1")
 
 
+@pytest.mark.parametrize("status", ["StatusCode.NOT_FOUND", "400"])
+def test_a_model_the_watchdog_is_reloading_is_a_retryable_overload(status):
+    """Triton's words for an ensemble taken down while a crashed composing model reloads (docs/operations.md)."""
+    reloading = InferenceServerException("Request for unknown model: 'vlm' has no available versions", status=status)
+    with pytest.raises(Overloaded), translate_errors("127.0.0.1:1"):
+        raise reloading
+    unknown = InferenceServerException("Request for unknown model: 'vlmm' is not found", status=status)
+    with pytest.raises(VLMError) as info, translate_errors("127.0.0.1:1"):
+        raise unknown
+    assert not isinstance(info.value, Overloaded)        # a wrong model name does not pass with time
+
+
 def _busy():
     return InferenceServerException("generator: server busy: 64 requests are waiting", status="StatusCode.UNAVAILABLE")
 
