@@ -55,6 +55,11 @@ PROMPT_TOKENS = Tensor("prompt_tokens", "INT32", (1,))
 COMPLETION_TOKENS = Tensor("completion_tokens", "INT32", (1,))
 ENSEMBLE_OUTPUTS = (TASK, ROUTING, CONFIDENCE, TEXT, OBJECTS, JSON_VALID, FINISH_REASON, PROMPT_TOKENS,
                     COMPLETION_TOKENS, PARTS)
+# JSON {"queue_s", "prefill_s", "decode_s"}: where the request's time went in generator_engine
+# (minivlm/serving/timings.py). Every answer has it; clients request it only to trace a request (`vlm ask
+# --trace`), so a plain answer is exactly ENSEMBLE_OUTPUTS.
+TIMINGS = Tensor("timings", "BYTES", (1,))
+ANSWER_OUTPUTS = ENSEMBLE_OUTPUTS + (TIMINGS,)
 
 # --- ensemble "vlm_stream": the same answer, its text streamed as it is decoded (gRPC streaming only) -------
 # Decoupled: zero or more responses carrying only TEXT, each the next piece of the first answer part's raw
@@ -104,7 +109,7 @@ VISION_OUTPUTS = (IMAGE_EMBEDS,)
 GENERATOR = "generator"
 GENERATOR_INPUTS = (IMAGE_EMBEDS, TASK_PROBS, TASK_SCORES, QUESTION, FORCED_TASK, FORCED_BY) + GENERATION_OPTIONS \
     + (STREAM,)
-GENERATOR_OUTPUTS = ENSEMBLE_OUTPUTS
+GENERATOR_OUTPUTS = ANSWER_OUTPUTS
 
 # --- generator_engine: what the generator forwards every request to ---------------------------------------
 # Decoupled (one final response per request, sent when its rows finish) with a continuously running batch;
@@ -123,8 +128,8 @@ MODELS = {
     VISION_ENCODER: (VISION_INPUTS, VISION_OUTPUTS),
     GENERATOR: (GENERATOR_INPUTS, GENERATOR_OUTPUTS),
     GENERATOR_ENGINE: (GENERATOR_INPUTS, GENERATOR_OUTPUTS),
-    ENSEMBLE: (ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS),
-    STREAM_ENSEMBLE: (STREAM_INPUTS, ENSEMBLE_OUTPUTS),
+    ENSEMBLE: (ENSEMBLE_INPUTS, ANSWER_OUTPUTS),
+    STREAM_ENSEMBLE: (STREAM_INPUTS, ANSWER_OUTPUTS),
     ROUTE_ENSEMBLE: (ROUTE_INPUTS, ROUTE_OUTPUTS),
 }
 ENSEMBLES = (ENSEMBLE, STREAM_ENSEMBLE, ROUTE_ENSEMBLE)

@@ -23,6 +23,7 @@ from minivlm.processing.detection import DetectionResult, parse_detection
 from minivlm.processing.prompts import build_prompt, clean_answer, question_clause
 from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.options import RequestOptions, sampling_params
+from minivlm.serving.timings import EngineTimings
 from vlm_client import protocol as P
 from vlm_client.protocol import NO_TASK, ROUTED_BY_ROUTER, ROUTED_BY_ROUTER_UNCERTAIN, TASKS
 
@@ -61,6 +62,8 @@ class GenerationResult:
     routing: str
     confidence: float
     parts: tuple[PartResult, ...]
+    # set by the scheduler that decoded it; not part of the answer, so equal answers compare equal
+    timings: EngineTimings | None = field(default=None, compare=False)
 
     @property
     def task(self) -> str:
@@ -217,4 +220,5 @@ def response_values(result: GenerationResult) -> dict:
         P.PROMPT_TOKENS: sum(p.prompt_tokens for p in parts),
         P.COMPLETION_TOKENS: sum(p.completion_tokens for p in parts),
         P.PARTS: json.dumps([p.to_dict() for p in parts]).encode(),
+        P.TIMINGS: (result.timings.to_json() if result.timings else "{}").encode(),
     }

@@ -38,7 +38,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from minivlm.decoding.batch import ContinuousBatch, Job, Prefilled, StaticBatch
@@ -49,6 +49,7 @@ from minivlm.errors import InputError, ServerBusyError
 from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.generator_engine import GenerationRequest, GenerationResult, GeneratorEngine, warm_up_request
 from minivlm.serving.metrics import GeneratorMetrics, PartTiming, detection_outcome, refusal_reason
+from minivlm.serving.timings import EngineTimings
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class _Ticket:
     generations: dict[tuple[int, int], Generation] = field(default_factory=dict)
     expected: int = 0
     submitted: float = field(default_factory=time.monotonic)
+    admitted: float | None = None         # its first rows were handed to prefill (left the queue)
     first_token: dict[tuple[int, int], float] = field(default_factory=dict)    # (row, part) -> when
     finished: dict[tuple[int, int], float] = field(default_factory=dict)
     delivered: bool = False      # answered or failed: rows of it still decoding are ignored
@@ -204,8 +206,8 @@ class Scheduler:
 
     def _first_tokens(self) -> None:
         """When each live row produced its first token (continuous batches; a row that ends on its first token,
-        or a static batch's, gets it in `_finish`)."""
-        if self.metrics is None or not self.continuous:
+        or a static batch's, gets it in `_finish`). Always recorded: every answer carries its timings."""
+        if not self.continuous:
             return
         now = time.monotonic()
         for row in self.batch.rows:
@@ -270,6 +272,8 @@ class Scheduler:
             chunk = [ticket.jobs.popleft() for _ in range(min(free, len(ticket.jobs)))]
             chunks.append(chunk)
             free -= len(chunk)
+            if ticket.admitted is None:
+                ticket.admitted = time.monotonic()
             self._active.add(ticket)
             if not ticket.jobs:
                 self._queue.popleft()
@@ -316,12 +320,21 @@ class Scheduler:
         try:
             results = [self.engine.result(request, plan, [ticket.generations[i, k] for k in range(len(plan.parts))])
                        for i, (request, plan) in enumerate(zip(ticket.rows, ticket.plans))]
+            results = [replace(result, timings=self._timings(ticket, index)) for index, result in enumerate(results)]
         except Exception as error:  # a bug in answer building fails this request only
             log.exception("building the generator's answer failed")
             results = error
         self._deliver(ticket, results)
         if self.metrics is not None and not isinstance(results, BaseException):
             self._record(ticket, results)
+
+    @staticmethod
+    def _timings(ticket: _Ticket, row: int) -> EngineTimings:
+        """One row's queue / prefill / decode spans (a request's rows share its queue and admission)."""
+        parts = [key for key in ticket.finished if key[0] == row]
+        return EngineTimings.from_marks(submitted=ticket.submitted, admitted=ticket.admitted or ticket.submitted,
+                                        first_token=min(ticket.first_token[key] for key in parts),
+                                        finished=max(ticket.finished[key] for key in parts))
 
     def _record(self, ticket: _Ticket, results: list[GenerationResult]) -> None:
         for index, result in enumerate(results):

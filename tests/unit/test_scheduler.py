@@ -360,3 +360,21 @@ def test_metrics_record_each_answer_its_timings_and_refusals(engine, images):
         assert all(0 < s < 60 for s in value("vlm_time_to_first_token_seconds", task=task).observed)
     assert value("vlm_detection_answers_total", outcome="parsed").total == 2    # JSON by construction
     assert value("vlm_live_decode_rows").total == 0 and value("vlm_waiting_requests").total == 0
+
+
+def test_every_answer_carries_its_queue_prefill_and_decode_times(engine, images):
+    scheduler = Scheduler(engine, max_live_rows=1).start()           # one slot: the second request queues
+    try:
+        outcomes = Outcomes()
+        start = time.monotonic()
+        scheduler.submit([ask(images[0], "caption", max_new_tokens=12, **GREEDY)], outcomes.deliver("first"))
+        scheduler.submit([compound(images[1])], outcomes.deliver("second"))
+        outcomes.wait(2)
+        elapsed = time.monotonic() - start
+    finally:
+        scheduler.close()
+    first, second = outcomes.done["first"][0].timings, outcomes.done["second"][0].timings
+    for timings in (first, second):
+        assert timings.prefill_s > 0 and timings.decode_s > 0
+        assert timings.queue_s + timings.prefill_s + timings.decode_s <= elapsed
+    assert second.queue_s >= 0.5 * (first.prefill_s + first.decode_s)    # it waited for the only slot
