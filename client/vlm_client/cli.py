@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
@@ -14,8 +15,11 @@ from typing import Any, TextIO
 from . import protocol as proto
 from .errors import VLMError
 from .sdk import DEFAULT_TIMEOUT_S, DEFAULT_URLS, VLMClient
+from .step_times import StepTimes
 from .top import DEFAULT_METRICS_URL
 from .types import Answer, Route
+
+ADMIN_KEY_ENV = "VLM_ADMIN_KEY"
 
 
 def add_client_subcommands(subparsers: Any) -> None:
@@ -33,6 +37,11 @@ def add_client_subcommands(subparsers: Any) -> None:
     ask.add_argument("--json", action="store_true", help="print the answer as one JSON object")
     ask.add_argument("--stream", action="store_true",
                      help="print the text as it is decoded (gRPC, the vlm_stream ensemble), then the answer")
+    ask.add_argument("--trace", action="store_true",
+                     help="also print each step's time (preprocess, router, vision encoder, queue, prefill, "
+                          "decode, total); needs the server's admin key and an otherwise idle server")
+    ask.add_argument("--admin-key", default=os.environ.get(ADMIN_KEY_ENV), metavar="KEY",
+                     help=f"the admin key `vlm serve` prints, for --trace (default: ${ADMIN_KEY_ENV})")
     ask.add_argument("image", help="image file: JPEG, PNG or WebP")
     ask.add_argument("query", help="question or instruction, e.g. 'what is on the table?' or '[OD]'")
     ask.set_defaults(func=run_ask)
@@ -89,8 +98,13 @@ def run_ask(args: argparse.Namespace) -> int:
     def run() -> None:
         options = dict(task=args.task, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                        top_p=args.top_p, seed=args.seed, json_constraint=args.json_constraint)
+        if args.trace and (args.stream or not args.admin_key):
+            raise ValueError("--trace needs --admin-key (or $VLM_ADMIN_KEY) and no --stream")
+        steps = None
         with _connect(args) as client:
-            if not args.stream:
+            if args.trace:
+                answer, steps = client.ask_traced(args.image, args.query, admin_key=args.admin_key, **options)
+            elif not args.stream:
                 answer = client.ask(args.image, args.query, **options)
             else:
                 for chunk in client.ask_stream(args.image, args.query, **options):
@@ -98,8 +112,15 @@ def run_ask(args: argparse.Namespace) -> int:
                         print(chunk.text, end="", flush=True)
                     answer = chunk.answer
                 print("" if args.json else "\n", end="")
-        print(json.dumps(answer.to_dict()) if args.json else format_answer(answer))
+        if args.json:
+            print(json.dumps(answer.to_dict() | ({"step_times": steps.to_dict()} if steps else {})))
+        else:
+            print(format_answer(answer) + ("" if steps is None else "\n" + format_step_times(steps)))
     return _report_errors(run)
+
+
+def format_step_times(steps: StepTimes) -> str:
+    return "step times (router and vision encoder run side by side)\n" + steps.table()
 
 
 def format_answer(answer: Answer) -> str:

@@ -23,10 +23,12 @@ from tritonclient.utils import triton_to_np_dtype
 
 from . import protocol as proto
 from .errors import Overloaded, VLMError, translate_errors
+from .step_times import StepTimes, admin_headers, engine_step_times, model_step_times, settled
 from .types import Answer, Route, StreamChunk, parse_answer, parse_routes
 
 DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}
 DEFAULT_TIMEOUT_S = 60.0
+STATISTICS_POLLS, STATISTICS_POLL_S = 20, 0.05   # ask_traced: how long to wait for the steps' statistics
 _MODULES = {("grpc", False): "tritonclient.grpc", ("http", False): "tritonclient.http",
             ("grpc", True): "tritonclient.grpc.aio", ("http", True): "tritonclient.http.aio"}
 
@@ -258,6 +260,37 @@ class VLMClient(_ClientBase):
         arrays = ask_arrays(image, query, task=task, max_new_tokens=max_new_tokens, temperature=temperature,
                             top_p=top_p, seed=seed, json_constraint=json_constraint)
         return parse_answer(self._infer(self.model_name, arrays, proto.ENSEMBLE_OUTPUTS))
+
+    def ask_traced(self, image: ImageInput, query: str, *, admin_key: str, task: str | None = None,
+                   max_new_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
+                   seed: int | None = None, json_constraint: bool | None = None) -> tuple[Answer, StepTimes]:
+        """`ask`, and where the request's time went: preprocess, router, vision encoder (the server's
+        statistics, read with `admin_key`: the key `vlm serve` prints) and queue, prefill, decode (reported by
+        generator_engine). Sent once, never retried, so its wall time is one request's. Raises
+        StepTimesUnavailable when another request ran a step meanwhile (the statistics are server-wide)."""
+        arrays = ask_arrays(image, query, task=task, max_new_tokens=max_new_tokens, temperature=temperature,
+                            top_p=top_p, seed=seed, json_constraint=json_constraint)
+        headers = admin_headers(self.protocol, admin_key)
+        with self._errors():
+            client = self._client()
+            before = self._statistics(client, headers)
+            start = time.perf_counter()
+            result = client.infer(self.model_name, infer_inputs(self._tc, arrays),
+                                  outputs=self._outputs(proto.ANSWER_OUTPUTS), **self._call_kwargs())
+            total_s = time.perf_counter() - start
+            after = self._statistics(client, headers)
+            for _ in range(STATISTICS_POLLS):
+                if settled(before, after):
+                    break
+                time.sleep(STATISTICS_POLL_S)
+                after = self._statistics(client, headers)
+        outputs = _as_arrays(result, proto.ANSWER_OUTPUTS)
+        steps = model_step_times(before, after) | engine_step_times(outputs[proto.TIMINGS.name].item().decode())
+        return parse_answer(outputs), StepTimes(steps, total_s)
+
+    def _statistics(self, client: Any, headers: dict[str, str]) -> dict[str, Any]:
+        """Every model's inference statistics as JSON (a restricted API: `headers` carry the admin key)."""
+        return client.get_inference_statistics("", headers=headers, **self._config_kwargs())
 
     def ask_stream(self, image: ImageInput, query: str, *, task: str | None = None,
                    max_new_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
