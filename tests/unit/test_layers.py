@@ -134,7 +134,8 @@ def test_no_import_cycles():
 LIGHT = {
     # what runs in every light python-backend stub, the client, and `vlm` before a command runs
     "vlm_client": "import vlm_client, vlm_client.cli",
-    "generator forwarder": "import minivlm.serving.config, minivlm.serving.triton_glue",
+    "generator forwarder": "import minivlm.serving.config, minivlm.serving.engine_forwarder, "
+                           "minivlm.serving.stub_processes",
     "onnx models": "import minivlm.serving.onnx_model, minivlm.routing.onnx_runtime",
     "vlm parser": "from minivlm.cli import build_parser; build_parser()",
 }

@@ -142,8 +142,9 @@ def test_generator_forwards_to_a_decoupled_engine_and_stays_unary():
     tree = ast.parse((TEMPLATE_DIR / protocol.GENERATOR / "1" / "model.py").read_text())
     imported = {node.module if isinstance(node, ast.ImportFrom) else alias.name
                 for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
-    # light processes: no torch (test_layers.py checks that minivlm.serving.config imports none)
-    assert imported == {"asyncio", "minivlm.serving.config", "minivlm.serving.triton_glue", "triton_python_backend_utils"}
+    # light processes: no torch (test_layers.py checks that these modules import none)
+    assert imported == {"asyncio", "os", "minivlm.serving.config", "minivlm.serving.engine_forwarder",
+                        "minivlm.serving.stub_processes", "triton_python_backend_utils"}
     parameters = {key: value.string_value for key, value in engine.parameters.items()}
     assert parameters["batching"] == "continuous" and int(parameters["max_live_rows"]) >= 1
     assert int(parameters["max_waiting_requests"]) >= 1
@@ -156,7 +157,7 @@ def test_decoder_precision_is_an_export_option_checked_before_anything_is_built(
     from minivlm.cli import add_export_command
     from minivlm.decoding.llama_decoder import Precision
     from minivlm.export.repository import BuildOptions, set_model_parameter
-    from minivlm.serving.config import DECODER_PRECISIONS
+    from minivlm.serving.config import DECODER_PRECISION_CHOICES
 
     assert parse(TEMPLATE_DIR / protocol.GENERATOR_ENGINE / "config.pbtxt").parameters[
         "decoder_precision"].string_value == "auto"      # fp32 on the CPU: exact by default (bf16 on a GPU)
@@ -166,7 +167,8 @@ def test_decoder_precision_is_an_export_option_checked_before_anything_is_built(
     assert args.decoder_precision == "int8"
     choices = next(a.choices for a in parser._subparsers._group_actions[0].choices["export"]._actions
                    if a.dest == "decoder_precision")
-    assert tuple(choices) == DECODER_PRECISIONS == get_args(Precision)
+    assert tuple(choices) == DECODER_PRECISION_CHOICES == ("auto", *get_args(Precision))
+    assert parser.parse_args(["export", "CKPT", "-o", "REPO"]).decoder_precision == "auto"
     with pytest.raises(ValueError, match="decoder_precision must be one of"):
         BuildOptions(checkpoint_dir=tmp_path, output=tmp_path / "repo", decoder_precision="fp8")
     with pytest.raises(ValueError, match="CPU fast decoder"):
