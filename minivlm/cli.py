@@ -13,6 +13,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from minivlm.serving.config import DECODER_PRECISION_CHOICES
 from vlm_client.cli import add_client_subcommands
 
 COMMANDS_GROUP = "vlm.commands"     # entry points: callables taking argparse subparsers
@@ -45,9 +46,10 @@ def add_export_command(subparsers) -> None:
                              "backend (the NGC image)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                         help="instance kind of the router, vision encoder and generator_engine (KIND_CPU/KIND_GPU)")
-    parser.add_argument("--decoder-precision", choices=("fp32", "bf16", "int8"), default="fp32",
-                        help="generator_engine's decoder weights: fp32 (default) gives the PyTorch reference's "
-                             "greedy tokens exactly; int8 about 1.9x the throughput on CPU, bf16 about 1.6x at 8 "
+    parser.add_argument("--decoder-precision", choices=DECODER_PRECISION_CHOICES, default="auto",
+                        help="generator_engine's decoder weights: auto (default) = fp32 on the CPU, which gives "
+                             "the PyTorch reference's greedy tokens exactly, and bf16 on a GPU; int8 about 1.9x "
+                             "the throughput on CPU, bf16 about 1.6x at 8 "
                              "clients, each with an accuracy cost (docs/benchmarks.md; check yours with "
                              "`vlm demo-eval --decoder-precision`)")
     parser.set_defaults(func=run_export)
@@ -94,6 +96,9 @@ def add_serve_command(subparsers) -> None:
                         help="do not reload a model whose python process died (by default the server runs with "
                              "explicit model control and a watchdog reloads such a model; readiness is false "
                              "meanwhile)")
+    parser.add_argument("--trace-file", type=Path, metavar="PATH",
+                        help="where Triton's trace API writes its traces (PATH.0, PATH.1, ...); tracing stays off "
+                             "until turned on with the admin key (docs/operations.md, \"Tracing a request\")")
     parser.add_argument("--max-restarts", type=int, default=5, metavar="N",
                         help="restart a tritonserver that dies at most N times within 10 minutes, with backoff "
                              "from 1 s to 30 s (default 5; 0: exit instead)")
@@ -113,7 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
     server = TritonServer(ServerOptions(
         model_repository=args.model_repository.resolve(), grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, host=args.host, startup_timeout_s=args.startup_timeout_s, grpc_tls=tls,
-        self_heal=args.self_heal))
+        self_heal=args.self_heal, trace_file=args.trace_file))
     print(f"admin key for restricted endpoints (model control, shm, trace, logging): {server.admin_key}")
     server.serve_forever(restart_policy=RestartPolicy(max_restarts=max(0, args.max_restarts)))
     return 0
