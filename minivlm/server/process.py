@@ -115,6 +115,9 @@ class ServerOptions:
     shm_default_byte_size: int = 24 * MiB
     shm_growth_byte_size: int = 16 * MiB
     backend_config: Sequence[str] = ()          # extra "<backend>,<key>=<value>" settings
+    # Where Triton's trace API writes traces (docs/operations.md "Tracing a request"). Fixed at startup:
+    # 2.51 refuses to change the file over the network. Tracing stays off until an admin turns it on.
+    trace_file: Path | None = None
     grpc_tls: GrpcTls | None = None             # None: plaintext gRPC
     backend_directory: Path | None = None       # default: a per-version cache folder
     log_file: Path | None = None                # server stdout+stderr; default: a temporary file
@@ -189,6 +192,8 @@ class TritonServer:
         ]
         command += [f"--backend-config={setting}" for setting in o.backend_config]
         command += o.grpc_tls.flags() if o.grpc_tls else []
+        if o.trace_file is not None:
+            command += ["--trace-config=mode=triton", f"--trace-config=triton,file={Path(o.trace_file).resolve()}"]
         return command + self._restricted_flags()
 
     def start(self) -> None:

@@ -186,3 +186,9 @@ def test_orphaned_shm_regions_of_a_killed_server_are_removed_and_live_ones_kept(
     with open(held, "rb"):                          # open by a live process: a running server's region
         assert remove_orphaned_shm(since=since, shm_dir=tmp_path) == 1
     assert older.exists() and held.exists() and not orphan.exists()
+
+
+def test_command_sets_the_trace_file_only_when_asked(tmp_path):
+    assert _flag(_server(tmp_path).command(tmp_path / "b"), "trace-config") == []
+    command = _server(tmp_path, trace_file=tmp_path / "t.json").command(tmp_path / "b")
+    assert _flag(command, "trace-config") == ["mode=triton", f"triton,file={(tmp_path / 't.json').resolve()}"]
