@@ -66,11 +66,11 @@ def parse_trace(entries: list[dict]) -> list[TracedStep]:
 
 def format_trace(root: TracedStep) -> str:
     def ms(seconds: float | None) -> str:
-        return "       -" if seconds is None else f"{seconds * 1000:8.1f}"
+        return "-" if seconds is None else f"{seconds * 1000:.1f}"
 
-    lines = [f"trace {root.id}: {root.model:<16}{ms(root.total_s)} ms",
-             "  step              total ms  queue ms  compute ms"]
-    lines += [f"  {step.model:<16}{ms(step.total_s)}  {ms(step.queue_s)}  {ms(step.compute_s)}" for step in root.steps]
+    lines = [f"trace {root.id}: {root.model} {ms(root.total_s)} ms",
+             f"  {'step':<16}{'total ms':>10}{'queue ms':>10}{'compute ms':>12}"]
+    lines += [f"  {s.model:<16}{ms(s.total_s):>10}{ms(s.queue_s):>10}{ms(s.compute_s):>12}" for s in root.steps]
     return "\n".join(lines)
 
 
