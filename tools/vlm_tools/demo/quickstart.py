@@ -1,107 +1,178 @@
 """`vlm demo`: the main job end to end on the offline demo model.
 
-Build (or reuse) the demo VLM and the MiniLM router, export a model repository, start tritonserver, ask
-natural queries of every kind through the client SDK, print the answers, draw the detections, stop the
-server (or keep it serving until Ctrl-C).
+Take the trained demo VLM shipped in `trained/` (or retrain it with --retrain) and the MiniLM router, export a
+model repository, start tritonserver, ask natural queries of every kind through the client SDK, print each
+answer beside the scene's ground truth, draw predicted and true boxes, stop the server (or keep it serving
+until Ctrl-C).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import signal
 import textwrap
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from vlm_client.cli import format_answer
+from vlm_client.types import DetectedObject
+from vlm_tools.demo.scenes import COLOURS, SHAPES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKDIR = Path("artifacts/demo")
-DEMO_SCENE = (2026, 7)      # (seed, index) of the scene the demo asks about: not a training scene
+DEMO_SCENE = (2026, 55)     # (seed, index) of the scene the demo asks about: not a training scene; 4 objects
 
 
 def add_demo_command(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="the main job: demo model -> Triton -> real answers",
                                    description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
-                        help="where the demo model, router, repository and outputs live (default %(default)s)")
+                        help="where the repository, outputs and a retrained model live (default %(default)s)")
     parser.add_argument("--keep-serving", action="store_true",
                         help="after the demo queries, keep the server up for your own requests until Ctrl-C")
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (default 8000)")
     parser.add_argument("--metrics-port", type=int, default=8002, help="metrics port (default 8002)")
-    parser.add_argument("--train-minutes", type=float, default=12.0,
-                        help="wall-clock cap for training the demo model the first time (default 12)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train the demo model from scratch with the shipped model's recipe instead of using "
+                             "the shipped model (about as long as trained/README.md says)")
     parser.set_defaults(func=run_demo)
 
 
-def ensure_model(workdir: Path, minutes: float) -> Path:
-    from dataclasses import replace
+def ensure_model(workdir: Path, retrain: bool) -> Path:
+    from vlm_tools.demo.shipped import SHIPPED_DEMO_MODEL, shipped_recipe, verify_shipped_model
+    from vlm_tools.demo.train import checkpoint_directory, save_demo, train_demo
 
-    from vlm_tools.demo.config import DemoConfig
-    from vlm_tools.demo.train import checkpoint_directory, is_complete, save_demo, train_demo
-
+    if not retrain:
+        verify_shipped_model()
+        print(f"[1/5] demo model: the trained model shipped in {_relative(SHIPPED_DEMO_MODEL)} (SHA-256 checked)")
+        return checkpoint_directory(SHIPPED_DEMO_MODEL)
     model_dir = workdir / "model"
-    if is_complete(model_dir):
-        print(f"[1/5] demo model: reusing {model_dir}")
-    else:
-        print(f"[1/5] demo model: training (at most {minutes:.0f} minutes, once; cached in {model_dir})")
-        vlm, stats = train_demo(replace(DemoConfig(), max_minutes=minutes))
-        save_demo(vlm, stats, model_dir)
+    recipe = shipped_recipe()
+    print(f"[1/5] demo model: retraining from scratch ({recipe.steps} steps, seed {recipe.seed}) into {model_dir}")
+    vlm, stats = train_demo(recipe)
+    save_demo(vlm, stats, model_dir, with_router=False)
     return checkpoint_directory(model_dir)
+
+
+def _relative(path: Path) -> Path:
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def ensure_router() -> Path:
     from minivlm.routing.minilm import SHIPPED_ROUTER
 
-    print(f"[2/5] router: the MiniLM router shipped in {SHIPPED_ROUTER.relative_to(SHIPPED_ROUTER.parents[2])}")
+    print(f"[2/5] router: the MiniLM router shipped in {_relative(SHIPPED_ROUTER)}")
     return SHIPPED_ROUTER
 
 
 def ensure_repository(checkpoint_dir: Path, router_dir: Path, workdir: Path) -> Path:
-    from minivlm.export.repository import MANIFEST, BuildOptions, build_repository, built_from_this_template
+    """Reuse the repository only when it was built by this project version from these exact files."""
+    from minivlm.export.repository import BuildOptions, build_repository, built_from_this_template
 
-    repo = workdir / "repository"
-    newest_input = max(p.stat().st_mtime for p in (checkpoint_dir / "vlm_with_tags.pt", router_dir / "router.json"))
-    built, current = (repo / MANIFEST).is_file(), built_from_this_template(repo)
-    if current and (repo / MANIFEST).stat().st_mtime > newest_input:
+    repo, stamp = workdir / "repository", workdir / "repository.source"
+    source = " ".join([str(checkpoint_dir.resolve()), _sha256(checkpoint_dir / "vlm_with_tags.pt"),
+                       _sha256(router_dir / "router.json")])
+    if built_from_this_template(repo) and stamp.is_file() and stamp.read_text() == source:
         print(f"[3/5] model repository: reusing {repo}")
         return repo
-    why = " (built by another version of this project)" if built and not current else ""
-    print(f"[3/5] model repository: exporting to {repo}{why}")
+    print(f"[3/5] model repository: exporting to {repo}")
+    stamp.unlink(missing_ok=True)
     build_repository(BuildOptions(checkpoint_dir=checkpoint_dir, output=repo, router=str(router_dir)))
+    stamp.write_text(source)
     return repo
 
 
-def demo_queries(scene) -> list[str]:
-    first = scene.objects[0]
-    return ["Describe this picture.",
-            "Find all the objects and give me their boxes.",
-            f"What colour is the {first.shape}?",
-            f"Is there a {first.colour} {first.shape}?",
-            "How many shapes are there?",
-            "describe the picture and find all the objects"]
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def draw_detections(image: Image.Image, objects, path: Path) -> None:
-    canvas = image.convert("RGB").resize((448, 448))
+@dataclass(frozen=True)
+class DemoQuery:
+    query: str
+    truth: dict            # task -> the right answer (text, or the true objects for "od")
+
+
+def demo_queries(scene) -> list[DemoQuery]:
+    """Natural queries of every kind, each with its answer worked out from the scene's ground truth."""
+    objects = scene.objects
+    shapes = [o.shape for o in objects]
+    unique = next(o for o in objects if shapes.count(o.shape) == 1)
+    present = {(o.colour, o.shape) for o in objects}
+    absent = next((c, s) for c in COLOURS for s in SHAPES          # a near miss: shares a colour or a shape
+                  if (c, s) not in present and (c == unique.colour or s == unique.shape))
+    truth_od = tuple(objects)
+    return [DemoQuery("Describe this picture.", {"caption": scene.caption}),
+            DemoQuery("Find all the objects and give me their boxes.", {"od": truth_od}),
+            DemoQuery(f"what colour is the {unique.shape}?", {"vqa": unique.colour}),
+            DemoQuery(f"Is there {_a(unique.colour)} {unique.shape}?", {"vqa": "yes"}),
+            DemoQuery(f"is there {_a(absent[0])} {absent[1]}", {"vqa": "no"}),
+            DemoQuery("How many shapes are there?", {"vqa": str(len(objects))}),
+            DemoQuery("describe the picture and find all the objects", {"caption": scene.caption, "od": truth_od})]
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def truth_lines(answer, truth: dict) -> list[str]:
+    """`truth` lines under an answer, each marked right or wrong (OD: every label found, boxes at IoU >= 0.5)."""
+    parts = {part.task: part for part in answer.parts} if answer.parts else {answer.task: answer}
+    lines = []
+    for task, expected in truth.items():
+        part = parts.get(task)
+        if task == "od":
+            right = part is not None and _detections_right(part.objects, expected)
+            lines.append(f"truth    {len(expected)} objects  {'(right)' if right else '(WRONG)'}")
+            lines += [f"  {DetectedObject(o.label, o.bbox)}" for o in expected]
+        else:
+            right = part is not None and part.text == expected
+            lines.append(f"truth    {expected}  {'(right)' if right else '(WRONG)'}")
+    return lines
+
+
+def _detections_right(predicted, expected) -> bool:
+    from vlm_tools.demo.metrics import iou
+
+    if sorted(o.label for o in predicted) != sorted(o.label for o in expected):
+        return False
+    boxes = {o.label: o.bbox for o in predicted}
+    return all(iou(boxes[o.label], o.bbox) >= 0.5 for o in expected)
+
+
+TRUE_COLOUR, PREDICTED_COLOUR = (40, 200, 80), (255, 0, 255)
+
+
+def draw_detections(image: Image.Image, predicted, truth, path: Path) -> None:
+    """True boxes in green, predicted boxes in magenta, at twice the size so the labels can be read."""
+    scale = 448
+    canvas = image.convert("RGB").resize((scale, scale), Image.NEAREST)
     draw = ImageDraw.Draw(canvas)
-    for obj in objects:
-        x, y, w, h = (v * 448 for v in obj.bbox)
-        draw.rectangle([x, y, x + w, y + h], outline=(255, 0, 255), width=3)
-        draw.text((x + 3, y + 3), obj.label, fill=(255, 0, 255))
+    for objects, colour, offset, width in ((truth, TRUE_COLOUR, -1, 5), (predicted, PREDICTED_COLOUR, 0, 2)):
+        for obj in objects:
+            x, y, w, h = (v * scale for v in obj.bbox)
+            draw.rectangle([x, y, x + w, y + h], outline=colour, width=width)
+            draw.text((x, y + h + 2) if offset == 0 else (x, y - 12), obj.label, fill=colour)
+    draw.text((6, 4), "true boxes", fill=TRUE_COLOUR)
+    draw.text((6, 16), "predicted boxes", fill=PREDICTED_COLOUR)
     canvas.save(path)
 
 
-def ask_all(client, image_path: Path, queries: list[str]) -> list:
+def ask_all(client, image_path: Path, queries: list[DemoQuery]) -> list:
     answers = []
-    for query in queries:
-        answer = client.ask(image_path, query, temperature=0.0)    # greedy: every run prints the same answers
+    for item in queries:
+        answer = client.ask(image_path, item.query, temperature=0.0)    # greedy: every run prints the same answers
         answers.append(answer)
-        print(f"\n> {query}\n" + textwrap.indent(format_answer(answer), "  "))   # as `vlm ask` prints it
+        lines = [format_answer(answer), *truth_lines(answer, item.truth)]     # as `vlm ask` prints it, + truth
+        print(f"\n> {item.query}\n" + textwrap.indent("\n".join(lines), "  "))
     return answers
 
 
@@ -112,7 +183,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    repo = ensure_repository(ensure_model(workdir, args.train_minutes), ensure_router(), workdir)
+    repo = ensure_repository(ensure_model(workdir, args.retrain), ensure_router(), workdir)
     scene = make_scene(*DEMO_SCENE)
     image_path = workdir / "scene.png"
     scene.image.save(image_path)
@@ -123,8 +194,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"[5/5] asking about {image_path} (truth: {scene.caption})")
         answers = ask_all(client, image_path, demo_queries(scene))
         detections = next(a for a in answers if a.task == "od")
-        draw_detections(scene.image, detections.objects, workdir / "detections.png")
-        print(f"\ndetections drawn to {workdir / 'detections.png'}")
+        draw_detections(scene.image, detections.objects, scene.objects, workdir / "detections.png")
+        print(f"\ndetections drawn to {workdir / 'detections.png'} (true boxes green, predicted magenta)")
         if args.keep_serving:
             _serve_until_signal(server, image_path)
     print("server stopped")

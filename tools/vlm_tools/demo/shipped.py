@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 from vlm_tools.demo.config import EVAL_SEED, STATS_FILE, DemoConfig
@@ -78,6 +79,7 @@ def ship(source: Path, folder: Path = SHIPPED_DEMO_MODEL) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     write_notebook_folder(vlm, staging, with_router=False, half=True)
     stats = json.loads((Path(source) / STATS_FILE).read_text())
+    stats["config"] = {**asdict(DemoConfig()), **stats["config"]}   # every setting, also ones added since
     if stats["steps_done"] < stats["config"]["steps"]:      # a snapshot: the recipe stops the schedule there
         stats["config"]["stop_after"] = stats["steps_done"]
     (staging / STATS_FILE).write_text(json.dumps(stats, indent=2))
