@@ -152,15 +152,16 @@ TRUE_COLOUR, PREDICTED_COLOUR = (40, 200, 80), (255, 0, 255)
 
 
 def draw_detections(image: Image.Image, predicted, truth, path: Path) -> None:
-    """True boxes in green, predicted boxes in magenta, at twice the size so the labels can be read."""
-    scale = 448
+    """True boxes in green, predicted boxes in magenta, at three times the size with thin lines, so the shapes
+    and the labels stay readable."""
+    scale = 3 * image.width
     canvas = image.convert("RGB").resize((scale, scale), Image.NEAREST)
     draw = ImageDraw.Draw(canvas)
-    for objects, colour, offset, width in ((truth, TRUE_COLOUR, -1, 5), (predicted, PREDICTED_COLOUR, 0, 2)):
+    for objects, colour, below in ((truth, TRUE_COLOUR, False), (predicted, PREDICTED_COLOUR, True)):
         for obj in objects:
             x, y, w, h = (v * scale for v in obj.bbox)
-            draw.rectangle([x, y, x + w, y + h], outline=colour, width=width)
-            draw.text((x, y + h + 2) if offset == 0 else (x, y - 12), obj.label, fill=colour)
+            draw.rectangle([x, y, x + w, y + h], outline=colour, width=2)
+            draw.text((x, y + h + 3) if below else (x, y - 13), obj.label, fill=colour)
     draw.text((6, 4), "true boxes", fill=TRUE_COLOUR)
     draw.text((6, 16), "predicted boxes", fill=PREDICTED_COLOUR)
     canvas.save(path)
