@@ -62,10 +62,11 @@ def full_size_vlm(*, seed: int = 0) -> MiniVLM:
 
 
 def write_notebook_folder(vlm: MiniVLM, root: str | Path, *, with_router: bool = True,
-                          half: bool = False) -> Path:
+                          half: bool = False, relative: bool = False) -> Path:
     """Write base models as local folders and `root/mini-vlm-routing/` in the notebook's format. The checkpoint
-    records the base folders relative to itself (`../base/vit`), so the whole folder can move. `half` stores
-    every weight in fp16 (half the bytes; loading casts back to fp32)."""
+    records the base folders by absolute path (the checkpoint folder can be copied alone), or with `relative`
+    as `../base/vit`, so the whole folder can move (the shipped demo model). `half` stores every weight in fp16
+    (half the bytes; loading casts back to fp32)."""
     root = Path(root)
     vit_dir, lm_dir = root / "base" / "vit", root / "base" / "lm"
     vit = vlm.vision.vit
@@ -73,8 +74,9 @@ def write_notebook_folder(vlm: MiniVLM, root: str | Path, *, with_router: bool =
         vit = copy.deepcopy(vit).half()
     vit.save_pretrained(vit_dir)
     vlm.language_model.config.save_pretrained(lm_dir)   # weights travel in the checkpoint
-    checkpoint_dir = save_checkpoint(vlm, root / "mini-vlm-routing", vision_model_name="../base/vit",
-                                     lm_model_name="../base/lm", half=half)
+    vit_name, lm_name = ("../base/vit", "../base/lm") if relative else (vit_dir.resolve(), lm_dir.resolve())
+    checkpoint_dir = save_checkpoint(vlm, root / "mini-vlm-routing", vision_model_name=str(vit_name),
+                                     lm_model_name=str(lm_name), half=half)
     if with_router:
         from minivlm.routing.lstm import LSTMRouter, save_notebook_checkpoint
         torch.manual_seed(0)

@@ -100,7 +100,7 @@ def test_demo_subcommands_are_registered_with_kebab_case_flags_and_help():
 def test_half_precision_folder_loads_the_rounded_weights_after_a_move(trained, tmp_path):
     from minivlm.model.factory import write_notebook_folder
     vlm, _ = trained
-    write_notebook_folder(vlm, tmp_path / "a", with_router=False, half=True)
+    write_notebook_folder(vlm, tmp_path / "a", with_router=False, half=True, relative=True)
     (tmp_path / "a").rename(tmp_path / "b")             # base folders are recorded relative to the checkpoint
     loaded = load_vlm(tmp_path / "b" / CHECKPOINT_DIR)
     for mine, theirs in ((vlm.vision.vit, loaded.vision.vit), (vlm.language_model, loaded.language_model),

@@ -77,7 +77,7 @@ def ship(source: Path, folder: Path = SHIPPED_DEMO_MODEL) -> None:
     vlm = load_vlm(checkpoint_directory(source))
     staging = folder.with_name(folder.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
-    write_notebook_folder(vlm, staging, with_router=False, half=True)
+    write_notebook_folder(vlm, staging, with_router=False, half=True, relative=True)
     stats = json.loads((Path(source) / STATS_FILE).read_text())
     stats["config"] = {**asdict(DemoConfig()), **stats["config"]}   # every setting, also ones added since
     if stats["steps_done"] < stats["config"]["steps"]:      # a snapshot: the recipe stops the schedule there
