@@ -198,17 +198,17 @@ def run_demo(args: argparse.Namespace) -> int:
         draw_detections(scene.image, detections.objects, scene.objects, workdir / "detections.png")
         print(f"\ndetections drawn to {workdir / 'detections.png'} (true boxes green, predicted magenta)")
         if args.keep_serving:
-            _serve_until_signal(server, image_path)
+            _serve_until_signal(server, image_path, demo_queries(scene)[2].query)
     print("server stopped")
     return 0
 
 
-def _serve_until_signal(server, image_path: Path) -> None:
+def _serve_until_signal(server, image_path: Path, example: str) -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     print(f"\nserving on grpc {server.grpc_url}, http {server.http_url}; try:\n"
-          f"  .venv/bin/vlm ask -u {server.grpc_url} {image_path} \"what colour is the square?\"\n"
+          f"  .venv/bin/vlm ask -u {server.grpc_url} {image_path} \"{example}\"\n"
           f"admin key: {server.admin_key}\nCtrl-C stops the server.")
     while not stop.wait(1.0):
         if server.process.poll() is not None:
