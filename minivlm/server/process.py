@@ -44,6 +44,16 @@ GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # gRPC metadata key:
 RESTRICTED_APIS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
 
 
+def server_ready(http_url: str, *, timeout_s: float = 1.0) -> bool:
+    """Triton's /v2/health/ready at `http_url` (host:port) answers 200; for a server this process does not own
+    (one under `vlm serve`). Strict readiness is on, so every model must be ready too."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
 def _wait_for_group_exit(pgid: int, *, timeout_s: float) -> None:
     """SIGKILL is asynchronous: wait until no process of the server's group is left (or the timeout)."""
     deadline = time.monotonic() + timeout_s

@@ -10,13 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from minivlm.server.discovery import free_ports
+from minivlm.server.process import server_ready
 from minivlm.server.shm import SHM_DIR
 from minivlm.serving.stub_processes import python_stubs
 from tests.integration.conftest import make_image
@@ -26,14 +25,6 @@ from vlm_client import VLMClient
 
 NOT_READY_WITHIN_S = 2.0      # the watchdog polls every 0.1 s
 READY_AGAIN_WITHIN_S = 180.0  # generator_engine's reload on 2 busy cores took 15 s (docs/operations.md)
-
-
-def _ready(http_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=1.0) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return False
 
 
 def _wait(condition, timeout_s: float, poll_s: float = 0.02) -> float:
@@ -49,7 +40,7 @@ def _ready_for(http_url: str, seconds: float) -> bool:
     """Ready now and for `seconds` after: the reload shows ready for a few ms between its unload and load."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not _ready(http_url):
+        if not server_ready(http_url):
             return False
         time.sleep(0.05)
     return True
@@ -68,7 +59,7 @@ def test_a_killed_stub_is_reloaded_and_answers_as_before(healing_server, model):
         before = client.ask(make_image(3), "[CAPTION]", max_new_tokens=8, temperature=0)
         stub = next(s for s in python_stubs(server.process.pid) if s.model == model)
         os.kill(stub.pid, signal.SIGKILL)
-        _wait(lambda: not _ready(server.http_url), NOT_READY_WITHIN_S)
+        _wait(lambda: not server_ready(server.http_url), NOT_READY_WITHIN_S)
         _wait(lambda: _ready_for(server.http_url, 1.0), READY_AGAIN_WITHIN_S, poll_s=0.1)
         after = client.ask(make_image(3), "[CAPTION]", max_new_tokens=8, temperature=0)
     assert after == before
@@ -110,9 +101,9 @@ def test_vlm_serve_restarts_a_killed_tritonserver_and_stops_cleanly(tmp_path):
         _read_until(serve, "tritonserver ready")
         first = _tritonserver_child(serve.pid)
         os.kill(first, signal.SIGKILL)
-        _wait(lambda: not _ready(http_url), NOT_READY_WITHIN_S)
+        _wait(lambda: not server_ready(http_url), NOT_READY_WITHIN_S)
         output = _read_until(serve, "restarted and ready again")
-        assert _ready(http_url) and "restarting it in 1.0 s" in output
+        assert server_ready(http_url) and "restarting it in 1.0 s" in output
         second = _tritonserver_child(serve.pid)
         assert second != first and _live_group_members(first) == []   # the dead server's stubs are gone
         serve.send_signal(signal.SIGTERM)

@@ -19,14 +19,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from minivlm.server.discovery import free_ports
+from minivlm.server.process import server_ready
 from minivlm.server.shm import SHM_DIR
 from minivlm.server.watchdog import python_stubs
 from vlm_client import VLMClient, VLMError
@@ -66,14 +65,6 @@ def _image(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def _ready(http_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=1.0) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return False
-
-
 class ReadinessLog(threading.Thread):
     """Polls readiness; `transitions` is [(monotonic time, ready)] at every change."""
 
@@ -86,7 +77,7 @@ class ReadinessLog(threading.Thread):
     def run(self) -> None:
         last = None
         while not self.stopped.is_set():
-            ready = _ready(self.http_url)
+            ready = server_ready(self.http_url)
             if ready != last:
                 self.transitions.append((time.monotonic(), ready))
                 last = ready
@@ -249,7 +240,7 @@ def run_chaos(repository: Path, *, clients: int = 4, max_new_tokens: int = 16, t
     first_triton_pid = None
     kills: list[KillResult] = []
     try:
-        _wait_for(lambda: _ready(http_url) or serve.poll() is not None, timeout_s, "ready server", 0.25)
+        _wait_for(lambda: server_ready(http_url) or serve.poll() is not None, timeout_s, "ready server", 0.25)
         if serve.poll() is not None:
             raise RuntimeError(f"vlm serve exited with code {serve.returncode}; see {log_path}")
         first_triton_pid = _tritonserver_pid(serve.pid)
