@@ -8,7 +8,6 @@ until Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import signal
 import textwrap
@@ -21,6 +20,7 @@ from PIL import Image, ImageDraw
 from vlm_client.cli import format_answer
 from vlm_client.types import DetectedObject
 from vlm_tools.demo.scenes import COLOURS, SHAPES
+from vlm_tools.demo.texts import with_article
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,10 @@ def ensure_repository(checkpoint_dir: Path, router_dir: Path, workdir: Path) -> 
     from minivlm.export.repository import BuildOptions, build_repository, built_from_this_template
 
     repo, stamp = workdir / "repository", workdir / "repository.source"
-    source = " ".join([str(checkpoint_dir.resolve()), _sha256(checkpoint_dir / "vlm_with_tags.pt"),
-                       _sha256(router_dir / "router.json")])
+    from vlm_tools.demo.shipped import sha256_file
+
+    source = " ".join([str(checkpoint_dir.resolve()), sha256_file(checkpoint_dir / "vlm_with_tags.pt"),
+                       sha256_file(router_dir / "router.json")])
     if built_from_this_template(repo) and stamp.is_file() and stamp.read_text() == source:
         print(f"[3/5] model repository: reusing {repo}")
         return repo
@@ -89,10 +91,6 @@ def ensure_repository(checkpoint_dir: Path, router_dir: Path, workdir: Path) -> 
     build_repository(BuildOptions(checkpoint_dir=checkpoint_dir, output=repo, router=str(router_dir)))
     stamp.write_text(source)
     return repo
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -113,14 +111,10 @@ def demo_queries(scene) -> list[DemoQuery]:
     return [DemoQuery("Describe this picture.", {"caption": scene.caption}),
             DemoQuery("Find all the objects and give me their boxes.", {"od": truth_od}),
             DemoQuery(f"what colour is the {unique.shape}?", {"vqa": unique.colour}),
-            DemoQuery(f"Is there {_a(unique.colour)} {unique.shape}?", {"vqa": "yes"}),
-            DemoQuery(f"is there {_a(absent[0])} {absent[1]}", {"vqa": "no"}),
+            DemoQuery(f"Is there {with_article(unique.colour)} {unique.shape}?", {"vqa": "yes"}),
+            DemoQuery(f"is there {with_article(absent[0])} {absent[1]}", {"vqa": "no"}),
             DemoQuery("How many shapes are there?", {"vqa": str(len(objects))}),
             DemoQuery("describe the picture and find all the objects", {"caption": scene.caption, "od": truth_od})]
-
-
-def _a(word: str) -> str:
-    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def truth_lines(answer, truth: dict) -> list[str]:

@@ -28,9 +28,13 @@ def model_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in _NOT_HASHED)
 
 
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def checksums(folder: Path) -> dict[str, str]:
     """Relative path -> SHA-256 of every model file."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in model_files(folder)}
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in model_files(folder)}
 
 
 def write_checksums(folder: Path) -> None:

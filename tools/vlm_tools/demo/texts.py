@@ -78,23 +78,24 @@ def _presence_question(objects, rng, colours, shapes) -> tuple[str, str]:
     form = rng.choice(["both", "both", "colour", "shape"])
     if form == "colour":
         colour = str(rng.choice(colours))
-        return f"Is there {_a(colour)} object?", _yes(any(o.colour == colour for o in objects))
+        return f"Is there {with_article(colour)} object?", _yes(any(o.colour == colour for o in objects))
     if form == "shape":
         shape = str(rng.choice(shapes))
         return f"Is there a {shape}?", _yes(any(o.shape == shape for o in objects))
     present = {(o.colour, o.shape) for o in objects}
     if rng.random() < 0.5:
         colour, shape = sorted(present)[rng.integers(len(present))]
-        return f"Is there {_a(colour)} {shape}?", "yes"
+        return f"Is there {with_article(colour)} {shape}?", "yes"
     absent = [(c, s) for c in colours for s in shapes if (c, s) not in present]
     # Half the negatives share a colour or a shape with something present: the model must bind both.
     near = [(c, s) for c, s in absent if any(c == pc or s == ps for pc, ps in present)]
     pool = near if near and rng.random() < 0.5 else absent
     colour, shape = pool[rng.integers(len(pool))]
-    return f"Is there {_a(colour)} {shape}?", "no"
+    return f"Is there {with_article(colour)} {shape}?", "no"
 
 
-def _a(word: str) -> str:
+def with_article(word: str) -> str:
+    """ "an orange", "a red": the article questions use."""
     return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
