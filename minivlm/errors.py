@@ -23,3 +23,12 @@ class ExportParityError(RuntimeError):
 
 class ServerBusyError(RuntimeError):
     """The server already holds as many requests as it is configured to; the client may retry later."""
+
+
+class DeadlineExceededError(RuntimeError):
+    """The request's deadline (the client's `timeout`) passed before its answer was ready; its rows left the
+    batch. Not retried by the client: its time is spent."""
+
+
+class RequestCancelledError(RuntimeError):
+    """The client cancelled the request (Triton reported it) before its answer was ready."""

@@ -16,7 +16,7 @@ Llama variants): the rows admitted together decode to the end in one `decode`, l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import torch
 from transformers import PreTrainedModel
@@ -92,6 +92,19 @@ class ContinuousBatch:
         self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
         self.rows += [_Row(job.key, job.params, Sampler(job.params), []) for job in jobs]
 
+    def drop(self, leaving: Callable[[Hashable], bool]) -> int:
+        """Remove the live rows whose key `leaving` picks (their request expired or was cancelled) before the
+        next step; returns how many left."""
+        alive = [not leaving(row.key) for row in self.rows]
+        if all(alive):
+            return 0
+        order = self.cache.keep(alive)
+        self.cache.trim()
+        self.rows = [self.rows[i] for i in order]
+        if self.logits is not None:
+            self.logits = self.logits[order] if order else None
+        return len(alive) - len(order)
+
     @torch.inference_mode()
     def step(self) -> list[tuple[Hashable, Generation]]:
         """Sample one token for every live row, retire the finished ones, decode one position for the rest."""
@@ -134,6 +147,12 @@ class StaticBatch:
         if len(jobs) > self.free_rows:
             raise ValueError(f"cannot admit {len(jobs)} rows: {self.free_rows} of {self.max_rows} are free")
         self.rows += jobs
+
+    def drop(self, leaving: Callable[[Hashable], bool]) -> int:
+        """Remove the rows not decoded yet whose key `leaving` picks; a running `decode` cannot be left."""
+        kept = [job for job in self.rows if not leaving(job.key)]
+        dropped, self.rows = len(self.rows) - len(kept), kept
+        return dropped
 
     def step(self) -> list[tuple[Hashable, Generation]]:
         jobs, self.rows = self.rows, []

@@ -7,6 +7,11 @@ between, and this is all it does.
 When generator_engine's process dies, Triton 2.51 never answers the requests it was decoding; the forwarder
 notices the death (it checks the engine's processes while it waits) and answers UNAVAILABLE, as it does when
 the engine is down while the server's watchdog reloads it: the client may retry once the server is ready.
+
+A request's deadline (Triton's per-request `timeout`, which the ensemble hands to each step) goes on to the
+engine, which fails the request and frees its rows once it passes. Triton 2.51 does not pass a client's
+cancellation to an ensemble step already running (tested: `request.is_cancelled()` stays false here, while a
+direct call to a model sees it), so through `vlm` only the deadline can stop a request early.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ class EngineForwarder:
     async def forward(self, request):
         pb = self.pb
         forwarded = pb.InferenceRequest(model_name=self.engine_model, inputs=request.inputs(),
-                                        requested_output_names=sorted(request.requested_output_names()))
+                                        requested_output_names=sorted(request.requested_output_names()),
+                                        timeout=request.timeout())
         engine = self.engine_stubs.current()     # the processes this request goes to
         exchange = asyncio.ensure_future(self._exchange(forwarded))
         while not exchange.done():

@@ -11,7 +11,8 @@ custom metrics API). Names follow Prometheus: base units, `_seconds`, `_total` f
 | `vlm_detection_answers_total` | counter | outcome | OD parts: `parsed` (valid JSON), `salvaged` (objects recovered), `failed` |
 | `vlm_live_decode_rows` | gauge | | rows decoding or being prefilled now |
 | `vlm_waiting_requests` | gauge | | requests waiting for a decoding slot |
-| `vlm_refused_requests_total` | counter | reason | `invalid_request`, `queue_full`, `shutting_down` |
+| `vlm_refused_requests_total` | counter | reason | `invalid_request`, `queue_full`, `shutting_down`, `deadline_exceeded`, `cancelled` (the last two after admission too) |
+| `vlm_decoded_rows_total` | counter | | rows decoded, summed over decode steps (what requests cost in steps; reported every 64, and when idle) |
 
 Every label value is known in advance, so every series exists from the start (a dashboard sees zeros, not
 gaps) and the decoding thread only increments. `pb_utils` is passed in, as everywhere in serving; tests pass
@@ -27,7 +28,7 @@ from vlm_client.protocol import ROUTED_BY_OVERRIDE, ROUTED_BY_ROUTER, ROUTED_BY_
 ROUTINGS = (ROUTED_BY_TAG, ROUTED_BY_OVERRIDE, ROUTED_BY_ROUTER, ROUTED_BY_ROUTER_UNCERTAIN)
 TASK_SETS = tuple("+".join(combo) for n in range(1, len(TASKS) + 1) for combo in itertools.combinations(TASKS, n))
 DETECTION_OUTCOMES = ("parsed", "salvaged", "failed")
-REFUSALS = ("invalid_request", "queue_full", "shutting_down")
+REFUSALS = ("invalid_request", "queue_full", "shutting_down", "deadline_exceeded", "cancelled")
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 TPOT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -70,6 +71,8 @@ class GeneratorMetrics:
                             [()])[()]
         self.refused = make("vlm_refused_requests_total", "Refused requests by reason", family.COUNTER,
                             ("reason",), [(r,) for r in REFUSALS])
+        self.decoded = make("vlm_decoded_rows_total", "Rows decoded, summed over decode steps", family.COUNTER,
+                            (), [()])[()]
 
     def answered(self, routing: str, task: str, confidence: float, parts: list[PartTiming],
                  detection_outcome: str | None) -> None:
@@ -87,6 +90,9 @@ class GeneratorMetrics:
     def refused_request(self, reason: str) -> None:
         self.refused[(reason,)].increment(1)
 
+    def decoded_rows(self, rows: int) -> None:
+        self.decoded.increment(rows)
+
     def load(self, *, live_rows: int, waiting: int) -> None:
         """Called after every decode step; each set is a message to the server process, so only changes go."""
         if (live_rows, waiting) != self._load:
@@ -97,10 +103,14 @@ class GeneratorMetrics:
 
 def refusal_reason(error: BaseException) -> str | None:
     """The `vlm_refused_requests_total` reason of an error a request got, or None for our own faults."""
-    from minivlm.errors import InputError, ServerBusyError
+    from minivlm.errors import DeadlineExceededError, InputError, RequestCancelledError, ServerBusyError
 
     if isinstance(error, InputError):
         return "invalid_request"
+    if isinstance(error, DeadlineExceededError):
+        return "deadline_exceeded"
+    if isinstance(error, RequestCancelledError):
+        return "cancelled"
     if isinstance(error, ServerBusyError):
         return "shutting_down" if "shutting down" in str(error) else "queue_full"
     return None

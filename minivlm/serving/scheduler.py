@@ -6,6 +6,12 @@ live batch between decode steps, runs the steps, and calls the request's `delive
 (or once with its error) when its last row finishes. Nobody waits for a batch to drain: a VQA answer of 10
 tokens leaves while a 150-token detection decodes on.
 
+Deadlines and cancellation (`submit(..., deadline=..., cancelled=...)`): before every step the thread fails the
+requests whose deadline (a `time.monotonic()` instant) passed with `DeadlineExceededError`, and, every
+`CANCEL_POLL_S`, those whose `cancelled()` says so with `RequestCancelledError`; their rows leave the live
+batch before that step (or the queue, or are not joined when their prefill comes back), so an abandoned
+150-token request stops costing decode steps. `row_steps` counts the rows decoded, summed over steps.
+
 Bounds: at most `max_live_rows` rows decode at once (rows past it wait for a free slot, first come first
 served) and at most `max_waiting_requests` requests wait to be admitted; `submit` refuses more with
 `ServerBusyError`. The model and the tokenizer are used from the scheduler thread only.
@@ -45,7 +51,7 @@ from minivlm.decoding.batch import ContinuousBatch, Job, Prefilled, StaticBatch
 from minivlm.decoding.device import AUTO, model_device, resolve_precision
 from minivlm.decoding.llama_decoder import fast_decoder, supports_fast_decoder
 from minivlm.decoding.sampling import Generation
-from minivlm.errors import InputError, ServerBusyError
+from minivlm.errors import DeadlineExceededError, InputError, RequestCancelledError, ServerBusyError
 from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.generator_engine import GenerationRequest, GenerationResult, GeneratorEngine, warm_up_request
 from minivlm.serving.metrics import GeneratorMetrics, PartTiming, detection_outcome, refusal_reason
@@ -55,6 +61,7 @@ log = logging.getLogger(__name__)
 
 
 Deliver = Callable[[list[GenerationResult] | BaseException], None]
+CANCEL_POLL_S = 0.5       # asking Triton whether a request was cancelled is a message to the server process
 
 
 @dataclass(eq=False)
@@ -73,6 +80,9 @@ class _Ticket:
     delivered: bool = False      # answered or failed: rows of it still decoding are ignored
     on_text: Callable[[str], None] | None = None    # streaming: the next piece of its first part's text
     streamed: str = ""           # the text sent to on_text so far
+    deadline: float | None = None         # time.monotonic() after which it fails with DeadlineExceededError
+    cancelled: Callable[[], bool] | None = None     # whether the client cancelled it
+    steps: int = 0               # decode steps its rows took part in (a step with two of its rows counts once)
 
 
 class Scheduler:
@@ -104,6 +114,9 @@ class Scheduler:
         self._prefilled: list[tuple[list[Job], Prefilled | BaseException]] = []   # back from it (under _cond)
         self._to_prefill: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
         self._closed = False
+        self.row_steps = 0                       # rows decoded, summed over steps (thread only; read anywhere)
+        self._unreported_row_steps = 0           # not added to the metrics yet
+        self._cancel_polled = 0.0
         self._thread = threading.Thread(target=self._loop, name="generator-scheduler", daemon=True)
         self._prefill_thread = threading.Thread(target=self._prefill_loop, name="generator-prefill", daemon=True)
 
@@ -136,9 +149,11 @@ class Scheduler:
         return self
 
     def submit(self, rows: list[GenerationRequest], deliver: Deliver, *,
-               on_text: Callable[[str], None] | None = None) -> None:
+               on_text: Callable[[str], None] | None = None, deadline: float | None = None,
+               cancelled: Callable[[], bool] | None = None) -> None:
         """Queue one request (its rows answer together); `deliver` is called once, from the scheduler thread.
-        `on_text` (one-row requests only) streams its text as it is decoded, from the same thread."""
+        `on_text` (one-row requests only) streams its text as it is decoded, from the same thread. `deadline`
+        (time.monotonic()) and `cancelled` end it early (the module's docstring)."""
         if on_text is not None and len(rows) != 1:
             raise InputError(f"streaming needs one row per request, got {len(rows)}")
         with self._cond:
@@ -147,7 +162,8 @@ class Scheduler:
             if self._waiting >= self.max_waiting_requests:
                 raise ServerBusyError(f"{self._waiting} requests are waiting for a decoding slot "
                                       f"(max_waiting_requests={self.max_waiting_requests}); retry later")
-            self._inbox.append(_Ticket(list(rows), deliver, on_text=on_text))
+            self._inbox.append(_Ticket(list(rows), deliver, on_text=on_text, deadline=deadline,
+                                       cancelled=cancelled))
             self._waiting += 1
             self._cond.notify()
 
@@ -185,9 +201,11 @@ class Scheduler:
             for ticket in new:
                 self._plan(ticket)
             try:
+                self._expire()
                 for jobs, outcome in prefilled:
                     self._join(jobs, outcome)
                 self._admit()
+                self._count_step()
                 finished = self.batch.step()
             except Exception as error:  # a decoding fault: the requests in the batch fail, the rest go on
                 log.exception("generator batch failed")
@@ -201,8 +219,50 @@ class Scheduler:
             if self.metrics is not None:
                 self.metrics.load(live_rows=len(getattr(self.batch, "rows", ())) + self._prefilling,
                                   waiting=self._waiting)
+                self._report_row_steps()
         self._fail(list(self._active) + list(self._queue) + self._inbox,
                    ServerBusyError("the generator is shutting down"))
+
+    def _expire(self) -> None:
+        """Fail the requests whose deadline passed (or, every CANCEL_POLL_S, that were cancelled); their rows
+        leave the batch before the next step."""
+        now = time.monotonic()
+        poll = now - self._cancel_polled >= CANCEL_POLL_S
+        if poll:
+            self._cancel_polled = now
+        ending: dict[_Ticket, BaseException] = {}
+        for ticket in (*self._queue, *self._active):
+            if ticket.deadline is not None and now >= ticket.deadline:
+                ending[ticket] = DeadlineExceededError(
+                    f"the request's deadline passed {now - ticket.deadline:.3f} s ago, "
+                    f"{now - ticket.submitted:.3f} s after it reached the generator (timeout "
+                    f"{ticket.deadline - ticket.submitted:.3f} s), after {ticket.steps} decode steps; "
+                    f"its rows left the batch")
+            elif poll and ticket.cancelled is not None and _asked(ticket.cancelled):
+                ending[ticket] = RequestCancelledError(f"the client cancelled the request after "
+                                                       f"{ticket.steps} decode steps; its rows left the batch")
+        if not ending:
+            return
+        for ticket, error in ending.items():
+            self._fail([ticket], error)
+        self.batch.drop(lambda key: key[0].delivered)
+
+    def _count_step(self) -> None:
+        """Each live request's step count, and the rows the coming step decodes (continuous batches)."""
+        if not self.continuous:
+            return
+        rows = self.batch.rows
+        self.row_steps += len(rows)
+        self._unreported_row_steps += len(rows)
+        for ticket in {row.key[0] for row in rows}:
+            ticket.steps += 1
+
+    def _report_row_steps(self) -> None:
+        """Add the row steps to the metrics in few messages: every 64 row steps, and whenever the batch is idle
+        (so a reader of an idle server sees the exact count)."""
+        if self._unreported_row_steps >= 64 or (self._unreported_row_steps and not self.batch.rows):
+            self.metrics.decoded_rows(self._unreported_row_steps)
+            self._unreported_row_steps = 0
 
     def _first_tokens(self) -> None:
         """When each live row produced its first token (continuous batches; a row that ends on its first token,
@@ -286,13 +346,15 @@ class Scheduler:
             self._to_prefill.put(chunk)
 
     def _join(self, jobs: list[Job], outcome: Prefilled | BaseException) -> None:
-        """Rows back from the prefill thread join the batch, unless their request already failed."""
+        """Rows back from the prefill thread join the batch, unless their request already failed (expired or
+        cancelled meanwhile)."""
         self._prefilling -= len(jobs)
         tickets = list(dict.fromkeys(job.key[0] for job in jobs))
         if isinstance(outcome, BaseException):     # this request alone: its neighbours decode on
             self._fail(tickets, outcome)
         elif not all(ticket.delivered for ticket in tickets):
             self.batch.join(outcome)
+            self.batch.drop(lambda key: key[0].delivered)
 
     # --- the prefill thread -----------------------------------------------------------------------------------
     def _prefill_loop(self) -> None:
@@ -375,3 +437,16 @@ class Scheduler:
             ticket.deliver(outcome)
         except Exception:  # the response could not be sent (client gone): nothing else to tell
             log.exception("delivering a generator answer failed")
+
+
+def _asked(cancelled: Callable[[], bool]) -> bool:
+    try:
+        return bool(cancelled())
+    except Exception:  # the server could not say (shutting down): decode on; the deadline still holds
+        log.exception("checking a generator request for cancellation failed")
+        return False
+
+
+def deadline_from_timeout(timeout_us: int) -> float | None:
+    """A Triton request's `timeout()` (microseconds from now; 0 = none) as a time.monotonic() deadline."""
+    return None if timeout_us <= 0 else time.monotonic() + timeout_us / 1e6

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from minivlm.errors import InputError, ServerBusyError
+from minivlm.errors import DeadlineExceededError, InputError, RequestCancelledError, ServerBusyError
 from vlm_client import protocol as P
 from vlm_client.protocol import Tensor
 
@@ -20,11 +20,14 @@ log = logging.getLogger(__name__)
 _NUMPY_DTYPES = {"FP32": np.float32, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_, "BYTES": np.object_}
 
 
-# Words that open an error message after its step and say its kind: "<step>: server busy: ..." is UNAVAILABLE,
-# "<step>: internal error: ..." INTERNAL, anything else the client's fault (INVALID_ARG). Triton 2.51 drops the
+# Words that open an error message after its step and say its kind: "<step>: server busy: ..." and
+# "<step>: deadline exceeded: ..." are UNAVAILABLE (2.51's python backend has no DEADLINE_EXCEEDED code),
+# "<step>: cancelled: ..." CANCELLED, "<step>: internal error: ..." INTERNAL, anything else the client's
+# fault (INVALID_ARG). Triton 2.51 drops the
 # code of an error a decoupled model sends back to a BLS caller (the generator forwarding to its engine gets
 # INTERNAL for everything), so the kind travels in the message and `error_code` reads it back.
-BUSY, INTERNAL = "server busy", "internal error"
+BUSY, DEADLINE, CANCELLED, INTERNAL = "server busy", "deadline exceeded", "cancelled", "internal error"
+_KIND_WORDS = {BUSY: ServerBusyError, DEADLINE: DeadlineExceededError, CANCELLED: RequestCancelledError}
 
 
 # What Triton 2.51 answers a request (BLS included) for a model that cannot take it now: its stub died
@@ -47,8 +50,10 @@ def error_response(pb_utils, step: str, message: str, *, invalid_argument: bool 
 def error_code(pb_utils, message: str):
     """The TritonError code an `exception_response` message stands for (see BUSY, INTERNAL)."""
     _, _, text = message.partition(": ")
-    if text.startswith(f"{BUSY}: "):
+    if text.startswith((f"{BUSY}: ", f"{DEADLINE}: ")):
         return pb_utils.TritonError.UNAVAILABLE
+    if text.startswith(f"{CANCELLED}: "):
+        return _cancelled_code(pb_utils)
     if text.startswith(f"{INTERNAL}: "):
         return pb_utils.TritonError.INTERNAL
     return pb_utils.TritonError.INVALID_ARG
@@ -58,10 +63,15 @@ def exception_response(pb_utils, step: str, error: BaseException):
     """Bad input -> INVALID_ARG with its message; a full server -> UNAVAILABLE; anything else is a bug."""
     if isinstance(error, InputError):
         return error_response(pb_utils, error.step or step, str(error))
-    if isinstance(error, ServerBusyError):
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{step}: {BUSY}: {error}",
-                                                                     pb_utils.TritonError.UNAVAILABLE))
+    for word, kind in _KIND_WORDS.items():
+        if isinstance(error, kind):
+            message = f"{step}: {word}: {error}"
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, error_code(pb_utils, message)))
     return error_response(pb_utils, step, f"{INTERNAL}: {type(error).__name__}: {error}", invalid_argument=False)
+
+
+def _cancelled_code(pb_utils):
+    return getattr(pb_utils.TritonError, "CANCELLED", pb_utils.TritonError.UNAVAILABLE)
 
 
 def respond_each(pb_utils, step: str, requests: list, handle: Callable) -> list:

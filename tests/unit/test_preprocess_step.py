@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minivlm.errors import InputError, ServerBusyError
+from minivlm.errors import DeadlineExceededError, InputError, RequestCancelledError, ServerBusyError
 from minivlm.processing.images import preprocess_image_bytes
 from minivlm.routing.minilm import pretrained_encoder_dir
 from minivlm.routing.tokenization import QueryTokenizer
@@ -75,7 +75,7 @@ class FakePbUtils:
     """Just enough of triton_python_backend_utils for respond_each's error responses."""
 
     class TritonError:
-        INVALID_ARG, INTERNAL, UNAVAILABLE = "INVALID_ARG", "INTERNAL", "UNAVAILABLE"
+        INVALID_ARG, INTERNAL, UNAVAILABLE, CANCELLED = "INVALID_ARG", "INTERNAL", "UNAVAILABLE", "CANCELLED"
 
         def __init__(self, message, code):
             self.message, self.code = message, code
@@ -104,9 +104,13 @@ def test_the_error_kind_survives_a_hop_that_drops_the_code():
     """generator forwards generator_engine's errors; Triton 2.51 hands it every one as INTERNAL."""
     errors = {"bad option": InputError("max_new_tokens must be in [1, 512], got -5"),
               "busy": ServerBusyError("64 requests are waiting for a decoding slot; retry later"),
+              "deadline": DeadlineExceededError("its deadline (timeout 0.2 s) passed"),
+              "cancelled": RequestCancelledError("the client cancelled it"),
               "bug": KeyError("x")}
     for name, error in errors.items():
         sent = exception_response(FakePbUtils, GENERATOR, error).error
         assert error_code(FakePbUtils, sent.message) == sent.code, name
     assert [exception_response(FakePbUtils, GENERATOR, e).error.code for e in errors.values()] == \
-        ["INVALID_ARG", "UNAVAILABLE", "INTERNAL"]
+        ["INVALID_ARG", "UNAVAILABLE", "UNAVAILABLE", "CANCELLED", "INTERNAL"]
+    assert exception_response(FakePbUtils, GENERATOR, errors["deadline"]).error.message == \
+        "generator: deadline exceeded: its deadline (timeout 0.2 s) passed"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from minivlm.errors import InputError, ServerBusyError
+from minivlm.errors import DeadlineExceededError, InputError, RequestCancelledError, ServerBusyError
 from minivlm.processing.prompts import clean_answer
 from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.generator_engine import GenerationRequest, GeneratorEngine
@@ -378,3 +378,77 @@ def test_every_answer_carries_its_queue_prefill_and_decode_times(engine, images)
         assert timings.prefill_s > 0 and timings.decode_s > 0
         assert timings.queue_s + timings.prefill_s + timings.decode_s <= elapsed
     assert second.queue_s >= 0.5 * (first.prefill_s + first.decode_s)    # it waited for the only slot
+
+
+def _slow_steps(scheduler: Scheduler, seconds: float = 0.002) -> Scheduler:
+    """A step of at least `seconds`, as a real model's, so a deadline falls mid-decode on any machine."""
+    step = scheduler.batch.step
+    scheduler.batch.step = lambda: (time.sleep(seconds), step())[1]
+    return scheduler
+
+
+def _idle_row_steps(scheduler: Scheduler) -> int:
+    """The scheduler's row-step count once nothing decodes any more (it must stop moving)."""
+    before = -1
+    while before != scheduler.row_steps:
+        before = scheduler.row_steps
+        time.sleep(0.1)
+    return before
+
+
+def test_an_expired_request_leaves_the_batch_and_its_neighbour_decodes_on_unchanged(engine, images):
+    long_od = dict(max_new_tokens=150, json_constraint=False, **GREEDY)
+    alone = engine.run([ask(images[1], "od", **long_od)])[0]
+    scheduler = _slow_steps(Scheduler(engine, max_live_rows=4)).start()
+    try:
+        outcomes = Outcomes()
+        scheduler.submit([ask(images[0], "od", **long_od)], outcomes.deliver("expires"),
+                         deadline=time.monotonic() + 0.15)
+        scheduler.submit([ask(images[1], "od", **long_od)], outcomes.deliver("neighbour"))
+        outcomes.wait(2)
+        steps = _idle_row_steps(scheduler)
+    finally:
+        scheduler.close()
+    error = outcomes.done["expires"]
+    assert isinstance(error, DeadlineExceededError) and "deadline" in str(error), error
+    assert outcomes.order == ["expires", "neighbour"]
+    assert outcomes.done["neighbour"][0] == alone                  # the rows that stayed decode as if alone
+    assert alone.parts[0].completion_tokens == 150
+    # The neighbour took 150 row steps; the expired request far fewer than its 150 (it stopped at its deadline).
+    expired_steps = steps - 150
+    assert 0 < expired_steps < 120, steps
+
+
+def test_a_cancelled_request_leaves_the_batch_at_the_next_poll(engine, images):
+    cancelled = threading.Event()
+    scheduler = _slow_steps(Scheduler(engine, max_live_rows=4)).start()
+    try:
+        outcomes = Outcomes()
+        scheduler.submit([ask(images[0], "od", max_new_tokens=400, json_constraint=False, **GREEDY)],
+                         outcomes.deliver("cancelled"), cancelled=cancelled.is_set)
+        time.sleep(0.1)
+        cancelled.set()
+        outcomes.wait(1)
+        steps = _idle_row_steps(scheduler)
+    finally:
+        scheduler.close()
+    assert isinstance(outcomes.done["cancelled"], RequestCancelledError)
+    assert 0 < steps < 400
+
+
+def test_a_request_that_expires_while_waiting_never_decodes(engine, images):
+    scheduler = _slow_steps(Scheduler(engine, max_live_rows=1)).start()
+    try:
+        outcomes = Outcomes()
+        scheduler.submit([ask(images[0], "od", max_new_tokens=100, json_constraint=False, **GREEDY)],
+                         outcomes.deliver("long"))
+        scheduler.submit([ask(images[1], "caption", max_new_tokens=5, **GREEDY)], outcomes.deliver("waits"),
+                         deadline=time.monotonic() + 0.05)
+        outcomes.wait(2)
+        steps = _idle_row_steps(scheduler)
+    finally:
+        scheduler.close()
+    assert isinstance(outcomes.done["waits"], DeadlineExceededError)
+    assert "after 0 decode steps" in str(outcomes.done["waits"])
+    assert outcomes.done["long"][0].parts[0].completion_tokens == 100 and steps == 100
+    assert scheduler._waiting == 0

@@ -1,5 +1,5 @@
 """SmolLM decoding with continuous batching (decoupled): `execute` queues, the scheduler thread answers
-(streaming requests also get their text piece by piece)."""
+(streaming requests also get their text piece by piece). Triton's `timeout` is the request's deadline."""
 from functools import partial
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from minivlm.model.artifacts import load_generator_artifacts
 from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.generator_engine import GeneratorEngine, requests_from_rows, response_values
 from minivlm.serving.metrics import GeneratorMetrics
-from minivlm.serving.scheduler import Scheduler
+from minivlm.serving.scheduler import Scheduler, deadline_from_timeout
 from minivlm.serving.triton_glue import exception_response, output_rows, read_rows
 from vlm_client import protocol as P
 
@@ -33,7 +33,9 @@ class TritonPythonModel:
             try:
                 inputs = {t: read_rows(pb_utils, request, t) for t in P.GENERATOR_INPUTS}
                 stream = partial(self._send_text, sender) if any(inputs[P.STREAM] or []) else None
-                self.scheduler.submit(requests_from_rows(inputs), partial(self._send, sender), on_text=stream)
+                self.scheduler.submit(requests_from_rows(inputs), partial(self._send, sender), on_text=stream,
+                                      deadline=deadline_from_timeout(request.timeout()),
+                                      cancelled=sender.is_cancelled)
             except Exception as error:   # bad input, a full queue: this request alone
                 self.scheduler.note_refusal(error)
                 sender.send(exception_response(pb_utils, P.GENERATOR, error), flags=FINAL)
