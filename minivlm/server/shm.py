@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 SHM_DIR = Path("/dev/shm")
-_SHM_PREFIX = "triton_python_backend_shm_region_"
+SHM_PREFIX = "triton_python_backend_shm_region_"
 
 
 def remove_orphaned_shm(*, since: float, shm_dir: Path = SHM_DIR) -> int:
@@ -17,7 +17,7 @@ def remove_orphaned_shm(*, since: float, shm_dir: Path = SHM_DIR) -> int:
 
     Regions of servers still running are mapped by their stubs, so they are never touched.
     """
-    candidates = [path for path in shm_dir.glob(f"{_SHM_PREFIX}*") if _mtime(path) >= since - 1.0]
+    candidates = [path for path in shm_dir.glob(f"{SHM_PREFIX}*") if _mtime(path) >= since - 1.0]
     if not candidates:
         return 0
     in_use = _open_or_mapped_shm()
@@ -45,10 +45,10 @@ def _open_or_mapped_shm() -> set[str]:
         try:
             for link in (proc / "fd").iterdir():
                 target = os.readlink(link)
-                if _SHM_PREFIX in target:
+                if SHM_PREFIX in target:
                     names.add(Path(target.split(" ")[0]).name)
             for line in (proc / "maps").read_text().splitlines():
-                if _SHM_PREFIX in line:
+                if SHM_PREFIX in line:
                     names.add(Path(line.split()[-1]).name)
         except OSError:          # the process ended, or is not ours to read
             continue

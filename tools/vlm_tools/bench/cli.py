@@ -245,11 +245,55 @@ def run_chaos_command(args: argparse.Namespace) -> int:
     return 0 if healed and clean else 1
 
 
+def add_soak_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "soak", help="steady load with 10%% bad requests for N minutes: nothing lost, memory and /dev/shm flat",
+        description="Serve REPO with `vlm serve`, keep CONCURRENCY closed-loop greedy clients on it for MINUTES "
+                    "(about 10%% of requests bad on purpose: corrupt image, empty query, out-of-range option), "
+                    "check every good answer against the server's first answer and every bad request for "
+                    "INVALID_ARGUMENT naming the step, sample tritonserver and stub RSS and /dev/shm, and report "
+                    "their growth after the warm-up. Ends with SIGTERM and a leftovers check. Exit 1 on any lost "
+                    "good request, unclear error, growth of 5%% or more, or leftover.")
+    parser.add_argument("--model-repository", type=Path, required=True, metavar="REPO")
+    parser.add_argument("--minutes", type=float, default=10.0, help="load duration (default 10)")
+    parser.add_argument("--concurrency", type=int, default=16, help="closed-loop clients (default 16)")
+    parser.add_argument("--bad-fraction", type=float, default=0.1, help="share of bad requests (default 0.1)")
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="per good request (default 16)")
+    parser.add_argument("--warmup-s", type=float, help="growth is measured after this (default 20%% of the run)")
+    parser.add_argument("--sample-every-s", type=float, default=5.0, help="memory sampling period (default 5)")
+    parser.add_argument("--log", type=Path, default=Path("vlm-soak-serve.log"), help="vlm serve's output")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="also plot memory and /dev/shm over time")
+    parser.set_defaults(func=run_soak_command)
+
+
+def run_soak_command(args: argparse.Namespace) -> int:
+    from vlm_tools.bench.soak import format_report, plot, report_json, run_soak
+
+    def progress(report) -> None:
+        s = report.samples[-1]
+        print(f"  {s.t_s:6.0f} s  good {report.good_ok}/{report.good_sent}  bad {report.bad_clear}/{report.bad_sent}"
+              f"  RSS server {s.server_rss_mb:.0f} MB stubs {s.stubs_rss_mb:.0f} MB  /dev/shm {s.shm_mb:.0f} MB",
+              flush=True)
+
+    report = run_soak(args.model_repository, duration_s=60 * args.minutes, log_path=args.log,
+                      concurrency=args.concurrency, bad_fraction=args.bad_fraction,
+                      max_new_tokens=args.max_new_tokens, warmup_s=args.warmup_s,
+                      sample_every_s=args.sample_every_s, progress=progress)
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(report_json(report))
+    if args.plot:
+        plot(report, args.plot)
+    return 0 if report.passed() else 1
+
+
 def add_bench_subcommands(subparsers) -> None:
     add_bench_command(subparsers)
     add_perf_inputs_command(subparsers)
     add_router_bench_command(subparsers)
     add_chaos_command(subparsers)
+    add_soak_command(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:
