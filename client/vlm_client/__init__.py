@@ -6,10 +6,11 @@
 """
 from . import protocol
 from .aio import AsyncVLMClient
-from .errors import InvalidRequest, Overloaded, ServerError, VLMError
+from .errors import DeadlineExceeded, InvalidRequest, Overloaded, ServerError, VLMError
 from .sdk import VLMClient
 from .step_times import StepTimes, StepTimesUnavailable
 from .types import Answer, AnswerPart, DetectedObject, Route, StreamChunk
 
-__all__ = ["VLMClient", "AsyncVLMClient", "VLMError", "InvalidRequest", "Overloaded", "ServerError", "Answer", "AnswerPart", "DetectedObject", "Route",
+__all__ = ["VLMClient", "AsyncVLMClient", "VLMError", "InvalidRequest", "Overloaded", "ServerError",
+           "DeadlineExceeded", "Answer", "AnswerPart", "DetectedObject", "Route",
            "StreamChunk", "StepTimes", "StepTimesUnavailable", "protocol"]

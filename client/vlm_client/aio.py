@@ -10,6 +10,7 @@ import numpy as np
 from . import protocol as proto
 from .errors import Overloaded, VLMError, translate_errors
 from .sdk import (
+    CLIENT_GRACE_S,
     Arrays,
     ImageInput,
     _as_arrays,
@@ -51,10 +52,10 @@ class AsyncVLMClient(_ClientBase):
 
         async def request() -> AsyncIterator[dict]:
             yield {"model_name": self.stream_model_name, "inputs": infer_inputs(self._tc, arrays),
-                   "enable_empty_final_response": True}
+                   "enable_empty_final_response": True, "timeout": self.server_timeout_us}
 
         with self._errors():
-            responses = self._client().stream_infer(request(), stream_timeout=self.timeout_s)
+            responses = self._client().stream_infer(request(), stream_timeout=self.timeout_s + CLIENT_GRACE_S)
             async for result, error in responses:
                 chunk, final = self._stream_chunk(result, error)
                 if chunk is not None:
@@ -114,7 +115,7 @@ class AsyncVLMClient(_ClientBase):
             try:
                 with self._errors():
                     result = await self._client().infer(model, infer_inputs(self._tc, arrays),
-                                                        outputs=self._outputs(outputs), **self._call_kwargs())
+                                                        outputs=self._outputs(outputs), **self._infer_kwargs())
                 return _as_arrays(result, outputs)
             except Overloaded:
                 if delay_s is None:

@@ -3,8 +3,11 @@
 Everything is a VLMError; what the server answered is one of three kinds, by its status:
 `InvalidRequest` (INVALID_ARGUMENT, HTTP 400: fix the request, never retried), `Overloaded` (UNAVAILABLE,
 HTTP 503 or 429: refused before any work, safe to retry later; the clients retry it with backoff) and
-`ServerError` (INTERNAL, HTTP 500, anything else: the server's fault). A server that cannot be reached
-raises a plain VLMError with status UNAVAILABLE (gRPC's word for it too) or DEADLINE_EXCEEDED.
+`ServerError` (INTERNAL, HTTP 500, anything else: the server's fault). `DeadlineExceeded`: the request's
+deadline (the client's `timeout_s`, which the server also enforces) passed; the server's rows for it were freed
+("generator: deadline exceeded: ...", UNAVAILABLE) or the client stopped waiting (DEADLINE_EXCEEDED, a read
+timeout); not retried, its time is spent. A server that cannot be reached raises a plain VLMError with status
+UNAVAILABLE (gRPC's word for it too).
 """
 from __future__ import annotations
 
@@ -52,9 +55,15 @@ class ServerError(VLMError):
     """The server failed on a valid request (INTERNAL / HTTP 500 or another status)."""
 
 
+class DeadlineExceeded(VLMError):
+    """The request's deadline passed before its answer came (the server gave up on it, or the client stopped
+    waiting); never retried."""
+
+
 _KINDS: dict[str, type[VLMError]] = {"INVALID_ARGUMENT": InvalidRequest, "400": InvalidRequest,
                                      "UNAVAILABLE": Overloaded, "RESOURCE_EXHAUSTED": Overloaded,
-                                     "503": Overloaded, "429": Overloaded}
+                                     "503": Overloaded, "429": Overloaded,
+                                     "DEADLINE_EXCEEDED": DeadlineExceeded, "504": DeadlineExceeded}
 
 
 def split_step(text: str) -> tuple[str | None, str]:
@@ -87,6 +96,8 @@ def from_server_exception(exc: InferenceServerException, url: str | None = None)
         return VLMError(f"cannot reach server at {url}: {raw}" if url else raw, status=status, raw=raw)
     if _RELOADING.search(raw):
         return Overloaded(message, step=step, status=status, raw=raw)
+    if message.startswith("deadline exceeded:"):       # the server's own word: minivlm.serving.triton_glue
+        return DeadlineExceeded(message, step=step, status=status, raw=raw)
     return _KINDS.get(status or "", ServerError)(message, step=step, status=status, raw=raw)
 
 
@@ -104,5 +115,6 @@ def translate_errors(url: str, extra: tuple[type[BaseException], ...] = ()) -> I
     except (OSError, asyncio.TimeoutError, *extra) as exc:   # refused, reset, timeout, DNS: HTTP raises them raw
         text = str(exc) or type(exc).__name__
         # gRPC's codes for the same failures, so callers check one vocabulary whatever the protocol.
-        status = "DEADLINE_EXCEEDED" if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) else "UNAVAILABLE"
-        raise VLMError(f"cannot reach server at {url}: {text}", status=status) from exc
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+            raise DeadlineExceeded(f"no answer from {url} in time: {text}", status="DEADLINE_EXCEEDED") from exc
+        raise VLMError(f"cannot reach server at {url}: {text}", status="UNAVAILABLE") from exc

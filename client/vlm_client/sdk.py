@@ -28,6 +28,9 @@ from .types import Answer, Route, StreamChunk, parse_answer, parse_routes
 
 DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}
 DEFAULT_TIMEOUT_S = 60.0
+# The server gives up on a request at its deadline (`timeout_s`, counted from when the generator receives it);
+# the client waits this much longer, so the server's clear "deadline exceeded" arrives before its own timeout.
+CLIENT_GRACE_S = 1.0
 STATISTICS_POLLS, STATISTICS_POLL_S = 20, 0.05   # ask_traced: how long to wait for the steps' statistics
 _MODULES = {("grpc", False): "tritonclient.grpc", ("http", False): "tritonclient.http",
             ("grpc", True): "tritonclient.grpc.aio", ("http", True): "tritonclient.http.aio"}
@@ -197,13 +200,22 @@ class _ClientBase:
                 return self._tc.InferenceServerClient(self.url)
             return self._tc.InferenceServerClient(self.url, ssl=True, **self.tls)
         if self._aio:
-            return self._tc.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
+            return self._tc.InferenceServerClient(self.url, conn_timeout=self.timeout_s + CLIENT_GRACE_S)
         return self._tc.InferenceServerClient(self.url, connection_timeout=self.timeout_s,
-                                              network_timeout=self.timeout_s)
+                                              network_timeout=self.timeout_s + CLIENT_GRACE_S)
 
     def _call_kwargs(self) -> dict[str, Any]:
         # gRPC takes a deadline per call; the HTTP clients were given theirs at construction.
-        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        return {"client_timeout": self.timeout_s + CLIENT_GRACE_S} if self.protocol == "grpc" else {}
+
+    def _infer_kwargs(self) -> dict[str, Any]:
+        """An infer call's: the client's wait, and the deadline sent to the server (Triton's per-request
+        `timeout`, in microseconds), which frees the request's decoding rows once it passes."""
+        return self._call_kwargs() | {"timeout": self.server_timeout_us}
+
+    @property
+    def server_timeout_us(self) -> int:
+        return max(1, round(self.timeout_s * 1e6))
 
     def _config_kwargs(self) -> dict[str, Any]:
         return {**self._call_kwargs(), "as_json": True} if self.protocol == "grpc" else {}
@@ -276,7 +288,7 @@ class VLMClient(_ClientBase):
             before = self._statistics(client, headers)
             start = time.perf_counter()
             result = client.infer(self.model_name, infer_inputs(self._tc, arrays),
-                                  outputs=self._outputs(proto.ANSWER_OUTPUTS), **self._call_kwargs())
+                                  outputs=self._outputs(proto.ANSWER_OUTPUTS), **self._infer_kwargs())
             total_s = time.perf_counter() - start
             after = self._statistics(client, headers)
             for _ in range(STATISTICS_POLLS):
@@ -307,11 +319,11 @@ class VLMClient(_ClientBase):
             with self._errors():
                 client = self._client()
                 client.start_stream(callback=lambda result, error: events.put((result, error)),
-                                    stream_timeout=self.timeout_s)
+                                    stream_timeout=self.timeout_s + CLIENT_GRACE_S)
             try:
                 with self._errors():
                     client.async_stream_infer(self.stream_model_name, infer_inputs(self._tc, arrays),
-                                              enable_empty_final_response=True)
+                                              enable_empty_final_response=True, timeout=self.server_timeout_us)
                 yield from self._stream_events(events)
             finally:
                 client.stop_stream()
@@ -319,7 +331,7 @@ class VLMClient(_ClientBase):
     def _stream_events(self, events: queue.Queue) -> Iterator[StreamChunk]:
         while True:
             try:
-                result, error = events.get(timeout=self.timeout_s)
+                result, error = events.get(timeout=self.timeout_s + CLIENT_GRACE_S)
             except queue.Empty:
                 raise VLMError(f"no streamed response from {self.url} within {self.timeout_s:g} s") from None
             chunk, final = self._stream_chunk(result, error)
@@ -369,7 +381,7 @@ class VLMClient(_ClientBase):
             try:
                 with self._errors():
                     result = self._client().infer(model, infer_inputs(self._tc, arrays),
-                                                  outputs=self._outputs(outputs), **self._call_kwargs())
+                                                  outputs=self._outputs(outputs), **self._infer_kwargs())
                 return _as_arrays(result, outputs)
             except Overloaded:
                 if delay_s is None:

@@ -14,11 +14,12 @@ import tritonclient.http
 from PIL import Image
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
-from vlm_client import Answer, DetectedObject, InvalidRequest, Overloaded, Route, ServerError, VLMClient, VLMError, cli
+from vlm_client import (Answer, DeadlineExceeded, DetectedObject, InvalidRequest, Overloaded, Route, ServerError,
+                        VLMClient, VLMError, cli)
 from vlm_client import protocol as proto
 from vlm_client.aio import AsyncVLMClient
 from vlm_client.errors import split_step, translate_errors
-from vlm_client.sdk import ask_arrays, chunked, encode_image, infer_inputs, max_batch_size, route_arrays
+from vlm_client.sdk import CLIENT_GRACE_S, ask_arrays, chunked, encode_image, infer_inputs, max_batch_size, route_arrays
 from vlm_client.types import AnswerPart, parse_answer, parse_routes
 
 
@@ -216,6 +217,7 @@ def test_server_exception_becomes_vlm_error():
     ("StatusCode.INVALID_ARGUMENT", InvalidRequest), ("400", InvalidRequest),
     ("StatusCode.UNAVAILABLE", Overloaded), ("503", Overloaded), ("429", Overloaded),
     ("StatusCode.INTERNAL", ServerError), ("500", ServerError), (None, ServerError),
+    ("StatusCode.DEADLINE_EXCEEDED", DeadlineExceeded), ("504", DeadlineExceeded),
 ])
 def test_server_errors_have_the_kind_of_their_status(status, kind):
     with pytest.raises(VLMError) as info, translate_errors("h:1"):
@@ -289,6 +291,26 @@ def test_only_overloaded_answers_are_retried_with_backoff(monkeypatch):
     with pytest.raises(InvalidRequest):
         client.route("x")
     assert client._triton_client.calls == 1                 # a bad request is never sent twice
+
+
+def test_the_servers_deadline_error_is_typed_and_never_retried(monkeypatch):
+    """generator_engine freed the rows of a request whose deadline passed: UNAVAILABLE, but not an overload."""
+    expired = InferenceServerException("in ensemble 'vlm', generator: deadline exceeded: the request's deadline "
+                                       "passed 0.001 s ago (timeout 0.200 s)", status="StatusCode.UNAVAILABLE")
+    monkeypatch.setattr("vlm_client.sdk.time.sleep", lambda s: None)
+    client = VLMClient("h:1", retries=2, timeout_s=0.2)
+    client._triton_client = FlakyTritonClient(expired)
+    client._route_batch = 8
+    with pytest.raises(DeadlineExceeded) as info:
+        client.route("x")
+    assert client._triton_client.calls == 1 and info.value.step == "generator"
+    assert not isinstance(info.value, Overloaded) and "deadline" in str(info.value)
+
+
+def test_the_timeout_goes_to_the_server_and_the_client_waits_a_little_longer():
+    client = VLMClient("h:1", timeout_s=2.5)
+    assert client._infer_kwargs() == {"client_timeout": 2.5 + CLIENT_GRACE_S, "timeout": 2_500_000}
+    assert VLMClient("h:1", protocol="http", timeout_s=0.25)._infer_kwargs() == {"timeout": 250_000}
 
 
 @pytest.mark.parametrize("exc, status", [(ConnectionRefusedError(111, "refused"), "UNAVAILABLE"),
