@@ -10,7 +10,7 @@ import pytest
 from minivlm.processing.detection import parse_detection
 from vlm_tools.demo.metrics import iou
 from vlm_tools.demo.scenes import CELL, COLOURS, MAX_OBJECTS, SHAPES, generate_scenes, grid_cell, make_scene
-from vlm_tools.demo.texts import question_kind, restyle, swap_spelling
+from vlm_tools.demo.texts import position_questions, question_kind, restyle, swap_spelling
 
 SCENES = list(generate_scenes(seed=7, count=40))
 PIXEL = 1 / 224
@@ -122,16 +122,25 @@ def test_answers_agree_with_the_objects():
 
 
 def test_position_answers_follow_the_box_centres():
-    for scene in SCENES:
-        for question, answer in scene.qa:
-            if question_kind(question) != "position":
-                continue
+    rng = np.random.default_rng(0)
+    extra = [(scene, qa) for scene in SCENES for qa in position_questions(scene.objects, rng, 3)]
+    for scene, (question, answer) in [(scene, qa) for scene in SCENES for qa in scene.qa] + extra:
+        if question_kind(question) != "position":
+            continue
             relation = next(r for r in ("to the left of", "to the right of", "above", "below") if f" {r} " in question)
             first, second = question.removeprefix("Is the ").removesuffix("?").split(f" {relation} the ")
             (a,), (b,) = _named(scene, first), _named(scene, second)
             (ax, ay), (bx, by) = a.center, b.center
             truth = {"to the left of": ax < bx, "to the right of": ax > bx, "above": ay < by, "below": ay > by}
             assert answer == ("yes" if truth[relation] else "no")
+
+
+def test_extra_position_questions_are_distinct_and_leave_the_scene_alone():
+    rng = np.random.default_rng(0)
+    asked = [position_questions(scene.objects, rng, 3) for scene in SCENES]
+    assert all(len(set(qas)) == len(qas) <= 3 for qas in asked)
+    assert any(len(qas) == 3 for qas in asked) and any(" above " in q for qas in asked for q, _ in qas)
+    assert [scene.qa for scene in SCENES] == [scene.qa for scene in generate_scenes(seed=7, count=40)]
 
 
 def test_questions_use_the_right_article():

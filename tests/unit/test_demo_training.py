@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -63,6 +64,23 @@ def test_training_is_reproducible_from_the_seed(trained):
     for a, b in zip(vlm.language_model.state_dict().values(), again.language_model.state_dict().values()):
         assert torch.equal(a, b)
     assert stats["steps_done"] == TINY.steps and not stats["schedule_followed_clock"]
+
+
+def test_refining_a_saved_first_schedule_gives_the_model_a_run_from_scratch_gives(trained, tmp_path):
+    refined = replace(TINY, refine_steps=2)
+    from_scratch, stats = train_demo(refined, progress=False)
+    save_demo(trained[0], trained[1], tmp_path, with_router=False)
+    resumed, resumed_stats = train_demo(refined, progress=False, resume_from=tmp_path)
+    assert stats["refine_steps_done"] == resumed_stats["refine_steps_done"] == 2
+    for a, b in zip(from_scratch.language_model.parameters(), resumed.language_model.parameters()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(resumed.vision.parameters(), trained[0].vision.parameters()))
+
+
+def test_resuming_refuses_a_model_of_another_recipe(trained, tmp_path):
+    save_demo(trained[0], trained[1], tmp_path, with_router=False)
+    with pytest.raises(ValueError, match="learning_rate"):
+        train_demo(replace(TINY, refine_steps=1, learning_rate=1e-3), progress=False, resume_from=tmp_path)
 
 
 def test_saved_model_loads_and_answers(trained, tmp_path):

@@ -31,6 +31,12 @@ def _add_train(subparsers) -> None:
                         help="seed for the scenes and the weights (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=DemoConfig.steps,
                         help="optimizer steps of 32 scenes each (default: %(default)s)")
+    parser.add_argument("--refine-steps", type=int, default=DemoConfig.refine_steps, metavar="STEPS",
+                        help="a second, shorter schedule after the first (lower rate, extra position questions) "
+                             "(default: %(default)s)")
+    parser.add_argument("--resume-from", metavar="DIR",
+                        help="a complete model this recipe's first schedule wrote: run only the refine schedule on "
+                             "it (the same model a run from scratch gives, without the first schedule's hours)")
     parser.add_argument("--stop-after", type=int, default=0, metavar="STEPS",
                         help="stop after STEPS steps of the --steps schedule (default: run all of it)")
     parser.add_argument("--threads", type=int, default=DemoConfig.threads,
@@ -100,8 +106,11 @@ def _train_command(args: argparse.Namespace) -> int:
         print(f"{args.output} already holds a complete demo model ({STATS_FILE}); use --force to retrain")
         return 0
     config = replace(DemoConfig(), seed=args.seed, steps=args.steps, stop_after=args.stop_after,
-                     max_minutes=args.minutes, threads=args.threads)
-    vlm, stats = train_demo(config, snapshots=Path(args.output) / "snapshots", snapshot_every=args.snapshot_every)
+                     max_minutes=args.minutes, threads=args.threads, refine_steps=args.refine_steps)
+    if args.resume_from and not config.refine_steps:
+        raise SystemExit("--resume-from runs the refine schedule: give --refine-steps")
+    vlm, stats = train_demo(config, snapshots=Path(args.output) / "snapshots", snapshot_every=args.snapshot_every,
+                            resume_from=Path(args.resume_from) if args.resume_from else None)
     checkpoint_dir = save_demo(vlm, stats, args.output, with_router=not args.no_router)
     shortened = " (schedule shortened to fit --minutes)" if stats["schedule_followed_clock"] else ""
     print(f"trained {stats['steps_done']} steps in {stats['seconds']:.0f} s{shortened}; "

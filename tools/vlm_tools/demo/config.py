@@ -31,5 +31,11 @@ class DemoConfig:
     tokenizer_scenes: int = 2000
     # "vision": the training-only vision heads (auxiliary.py); 0 turns them off
     task_weights: dict = field(default_factory=lambda: {"caption": 0.5, "od": 1.0, "vqa": 1.0, "vision": 1.0})
+    # A second, shorter schedule after the first: warm restart at a lower rate with a fresh optimizer and no
+    # vision heads, each scene carrying extra position questions (above/below was still being learnt at 9,000
+    # steps). Its own scenes; `vlm demo-train --resume-from` runs it alone on a model the first one wrote.
+    refine_steps: int = 0
+    refine_learning_rate: float = 5e-4
+    refine_position_questions: int = 3
     max_minutes: float = 150.0            # wall-clock cap; past it the schedule follows the clock (and says so)
     threads: int = 0                      # 0 = 2 on an idle machine, 1 on a busy one (see _threads)

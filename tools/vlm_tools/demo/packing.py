@@ -18,7 +18,7 @@ from minivlm.model.vlm import MiniVLM
 from minivlm.processing.images import pixel_values
 from vlm_client.protocol import TASKS
 from vlm_tools.demo.scenes import Scene
-from vlm_tools.demo.texts import restyle
+from vlm_tools.demo.texts import position_questions, restyle
 
 _PAD_SEGMENT = -1          # padding attends to the image and earlier padding, so no attention row is empty
 
@@ -42,22 +42,28 @@ class PackedBatch:
     target_tasks: torch.Tensor        # (K,) index into TASKS
 
 
-def scene_texts(scene: Scene, restyle_rng: np.random.Generator | None = None) -> list[tuple[str, str, str]]:
+def scene_texts(scene: Scene, restyle_rng: np.random.Generator | None = None,
+                extra_position: int = 0) -> list[tuple[str, str, str]]:
     """(task, question, answer) for everything a scene teaches; with `restyle_rng`, questions as people type
-    them (lower case, no "?", either spelling) as often as in the templates' own form."""
+    them (lower case, no "?", either spelling) as often as in the templates' own form, and `extra_position`
+    more position questions drawn with it."""
     texts = [("caption", "", scene.caption), ("od", "", scene.detection_json())]
     style = (lambda q: restyle(q, restyle_rng)) if restyle_rng is not None else (lambda q: q)
-    return texts + [("vqa", style(question), answer) for question, answer in scene.qa]
+    extra = position_questions(scene.objects, restyle_rng, extra_position) if extra_position and restyle_rng is not None else []
+    return texts + [("vqa", style(question), answer) for question, answer in (*scene.qa, *extra)]
 
 
-def scene_segments(vlm: MiniVLM, scene: Scene, restyle_rng: np.random.Generator | None = None) -> list[Segment]:
+def scene_segments(vlm: MiniVLM, scene: Scene, restyle_rng: np.random.Generator | None = None,
+                   extra_position: int = 0) -> list[Segment]:
     return [Segment(task, tuple(vlm.prompt_ids(task, question)), tuple(vlm.tokenizer(answer)["input_ids"]))
-            for task, question, answer in scene_texts(scene, restyle_rng)]
+            for task, question, answer in scene_texts(scene, restyle_rng, extra_position)]
 
 
-def pack(vlm: MiniVLM, scenes: list[Scene], restyle_rng: np.random.Generator | None = None) -> PackedBatch:
+def pack(vlm: MiniVLM, scenes: list[Scene], restyle_rng: np.random.Generator | None = None,
+         extra_position: int = 0) -> PackedBatch:
     n_image = vlm.vision.num_positions
-    rows = [_pack_row(scene_segments(vlm, scene, restyle_rng), n_image, vlm.eos_token_id) for scene in scenes]
+    rows = [_pack_row(scene_segments(vlm, scene, restyle_rng, extra_position), n_image, vlm.eos_token_id)
+            for scene in scenes]
     length = max(len(row[0]) for row in rows)
     input_ids = torch.full((len(rows), length), vlm.eos_token_id, dtype=torch.long)
     segments = torch.full((len(rows), n_image + length), _PAD_SEGMENT, dtype=torch.long)

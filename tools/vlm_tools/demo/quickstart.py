@@ -54,7 +54,8 @@ def ensure_model(workdir: Path, retrain: bool) -> Path:
         return checkpoint_directory(SHIPPED_DEMO_MODEL)
     model_dir = workdir / "model"
     recipe = shipped_recipe()
-    print(f"[1/5] demo model: retraining from scratch ({recipe.steps} steps, seed {recipe.seed}) into {model_dir}")
+    steps = f"{recipe.steps} + {recipe.refine_steps}" if recipe.refine_steps else f"{recipe.steps}"
+    print(f"[1/5] demo model: retraining from scratch ({steps} steps, seed {recipe.seed}) into {model_dir}")
     vlm, stats = train_demo(recipe)
     save_demo(vlm, stats, model_dir, with_router=False)
     return checkpoint_directory(model_dir)
@@ -172,6 +173,7 @@ def ask_all(client, image_path: Path, queries: list[DemoQuery]) -> list:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from minivlm.cli import default_admin_key_file
     from minivlm.server.process import ServerOptions, TritonServer
     from vlm_client import VLMClient
     from vlm_tools.demo.scenes import make_scene
@@ -184,7 +186,8 @@ def run_demo(args: argparse.Namespace) -> int:
     scene.image.save(image_path)
     print(f"[4/5] starting tritonserver on {repo} (grpc {args.grpc_port}, http {args.http_port})")
     options = ServerOptions(model_repository=repo, grpc_port=args.grpc_port, http_port=args.http_port,
-                            metrics_port=args.metrics_port, startup_timeout_s=600)
+                            metrics_port=args.metrics_port, startup_timeout_s=600,
+                            admin_key_file=default_admin_key_file() if args.keep_serving else None)
     with TritonServer(options) as server, VLMClient(server.grpc_url) as client:
         print(f"[5/5] asking about {image_path} (truth: {scene.caption})")
         answers = ask_all(client, image_path, demo_queries(scene))
@@ -203,7 +206,8 @@ def _serve_until_signal(server, image_path: Path, example: str) -> None:
         signal.signal(signum, lambda *_: stop.set())
     print(f"\nserving on grpc {server.grpc_url}, http {server.http_url}; try:\n"
           f"  .venv/bin/vlm ask -u {server.grpc_url} {image_path} \"{example}\"\n"
-          f"admin key: {server.admin_key}\nCtrl-C stops the server.")
+          f"admin key (restricted endpoints) in {server.options.admin_key_file} (mode 0600)\n"
+          f"Ctrl-C stops the server.")
     while not stop.wait(1.0):
         if server.process.poll() is not None:
             raise RuntimeError(f"tritonserver exited; log tail:\n{server.log_tail()}")

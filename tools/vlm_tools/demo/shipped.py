@@ -95,8 +95,23 @@ def ship(source: Path, folder: Path = SHIPPED_DEMO_MODEL) -> None:
 def train_command_line(config: dict) -> str:
     """The `vlm demo-train` command that reproduces a recorded training config."""
     stop = f" --stop-after {config['stop_after']}" if config.get("stop_after") else ""
-    return (f"vlm demo-train --output DIR --seed {config['seed']} --steps {config['steps']}{stop} "
+    refine = f" --refine-steps {config['refine_steps']}" if config.get("refine_steps") else ""
+    return (f"vlm demo-train --output DIR --seed {config['seed']} --steps {config['steps']}{stop}{refine} "
             f"--minutes {config['max_minutes']:g} --threads {config['threads']}")
+
+
+def _how_it_was_made(stats: dict) -> str:
+    """The command from scratch, and where the refine schedule ran on a saved first schedule, the two steps
+    actually taken (the same model: the refine schedule starts afresh)."""
+    config = stats["config"]
+    lines = [f"    {train_command_line(config)}", "    vlm demo-ship DIR"]
+    if stats.get("resumed_from"):
+        first = train_command_line({**config, "refine_steps": 0})
+        lines += ["", "It was made in two steps, the first schedule and then the refine schedule on its output "
+                      "(`--resume-from` checks that the saved model is this recipe's first schedule):", "",
+                  f"    {first.replace('DIR', 'FIRST')}",
+                  f"    {train_command_line(config)} --resume-from FIRST"]
+    return "\n".join(lines)
 
 
 def write_readme(report: dict, table: str, folder: Path = SHIPPED_DEMO_MODEL) -> None:
@@ -106,6 +121,8 @@ def write_readme(report: dict, table: str, folder: Path = SHIPPED_DEMO_MODEL) ->
     sums = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in read_checksums(folder).items())
     parameters = ", ".join(f"{name} {count:,}" for name, count in stats["parameters"].items())
     clock = " (the schedule followed the clock)" if stats["schedule_followed_clock"] else ""
+    refined = (f" then {stats['refine_steps_done']:,} refine steps ({stats['refine_seconds'] / 60:.0f} minutes)"
+               if stats.get("refine_steps_done") else "")
     (folder / README).write_text(f"""# The shipped demo model
 
 The model `vlm demo` serves: a ViT (patch {config['patch_size']}, hidden {config['vision_hidden']}, \
@@ -116,11 +133,10 @@ weights stored in fp16 (served in fp32). Parameters: {parameters}.
 
 ## How it was made
 
-    {train_command_line(config)}
-    vlm demo-ship DIR
+{_how_it_was_made(stats)}
 
-Seed {config['seed']}, {stats['steps_done']:,} steps of {config['batch_size']} scenes, \
-{stats['seconds'] / 60:.0f} minutes on a 2-core CPU{clock}. \
+Seed {config['seed']}, {stats['steps_done']:,} steps of {config['batch_size']} scenes{refined}, \
+{stats['seconds'] / 60:.0f} minutes in all on a 2-core CPU{clock}. \
 `vlm demo --retrain` runs the same recipe (`demo_training.json` holds every setting).
 
 ## Held-out evaluation

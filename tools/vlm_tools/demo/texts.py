@@ -105,6 +105,19 @@ def _yes(truth: bool) -> str:
 
 def _position_question(objects, rng) -> tuple[str, str] | None:
     """Objects are named by colour where that is unique in the scene, else by colour and shape."""
+    options = _position_options(objects)
+    return options[rng.integers(len(options))] if options else None
+
+
+def position_questions(objects: tuple[SceneObject, ...], rng: np.random.Generator, count: int) -> list[tuple[str, str]]:
+    """Up to `count` different position questions about a scene: extra practice on relations, which the other
+    question kinds hardly need (training only; the scene's own questions are unchanged)."""
+    options = _position_options(objects)
+    chosen = rng.choice(len(options), size=min(count, len(options)), replace=False) if options else []
+    return [options[i] for i in chosen]
+
+
+def _position_options(objects) -> list[tuple[str, str]]:
     colours = [o.colour for o in objects]
     name = {id(o): f"{o.colour} object" if colours.count(o.colour) == 1 else o.label for o in objects}
     options = []
@@ -115,10 +128,7 @@ def _position_question(objects, rng) -> tuple[str, str] | None:
                 options += [(a, b, "to the left of", dx > 0), (a, b, "to the right of", dx < 0)]
             if a is not b and abs(dy) >= MIN_OFFSET:
                 options += [(a, b, "above", dy > 0), (a, b, "below", dy < 0)]
-    if not options:
-        return None
-    a, b, relation, truth = options[rng.integers(len(options))]
-    return f"Is the {name[id(a)]} {relation} the {name[id(b)]}?", _yes(truth)
+    return [(f"Is the {name[id(a)]} {relation} the {name[id(b)]}?", _yes(truth)) for a, b, relation, truth in options]
 
 
 def question_kind(question: str) -> str:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "mini-vlm-routing"
 VISION_SCENES = 10_000_000              # the vision-only steps draw scenes from here on, apart from the rest
+REFINE_SCENES = 20_000_000              # the refine schedule's scenes, apart from both
 SAVE_RESERVE_S = 15.0                    # of the time budget, kept for writing the model
 
 
@@ -103,13 +104,17 @@ def _optimizer(modules: list[torch.nn.Module], config: DemoConfig) -> torch.opti
 
 
 def train_demo(config: DemoConfig, *, progress: bool = True, snapshots: Path | None = None,
-               snapshot_every: int = 0) -> tuple[MiniVLM, dict]:
+               snapshot_every: int = 0, resume_from: Path | None = None) -> tuple[MiniVLM, dict]:
     """Train from scratch; torch's thread count is restored afterwards. With `snapshots`, the model is also
-    written to snapshots/step-N every `snapshot_every` steps, to watch a long run (not annealed there)."""
+    written to snapshots/step-N every `snapshot_every` steps, to watch a long run (not annealed there). With
+    `resume_from`, a folder that `config`'s first schedule wrote, only the refine schedule runs: the result is
+    the one a run from scratch gives, since the refine schedule starts afresh (optimizer, seed, no heads)."""
     previous = torch.get_num_threads()
     config = replace(config, threads=config.threads or _threads())
     torch.set_num_threads(config.threads)
     try:
+        if resume_from is not None:
+            return _resume(config, Path(resume_from), progress, (snapshots, snapshot_every))
         return _train(config, progress, (snapshots, snapshot_every))
     finally:
         torch.set_num_threads(previous)
@@ -139,10 +144,62 @@ def _train(config: DemoConfig, show_progress: bool, snapshots: tuple[Path | None
         _pretrain_vision(vlm, head, config, show_progress)
     budget_s = config.max_minutes * 60 - (time.monotonic() - started) - SAVE_RESERVE_S
     step, losses, timed = _loop(vlm, (head, coordinates), optimizer, config, budget_s, show_progress, snapshots)
+    stats = {"steps_done": step, "schedule_followed_clock": timed, "seconds": time.monotonic() - started,
+             "final_losses": losses, "parameters": _parameter_counts(vlm), "config": asdict(config)}
+    if config.refine_steps and step == config.steps:
+        stats = _refine(vlm, config, stats, show_progress, snapshots)
     vlm.vision.eval()
     vlm.language_model.eval()
-    return vlm, {"steps_done": step, "schedule_followed_clock": timed, "seconds": time.monotonic() - started,
-                 "final_losses": losses, "parameters": _parameter_counts(vlm), "config": asdict(config)}
+    return vlm, stats
+
+
+# Settings that only shape the run, not the model a schedule produces
+_RUN_SETTINGS = ("stop_after", "max_minutes", "threads", "refine_steps", "refine_learning_rate",
+                 "refine_position_questions")
+
+
+def _resume(config: DemoConfig, folder: Path, show_progress: bool, snapshots) -> tuple[MiniVLM, dict]:
+    from minivlm.model.checkpoint import load_vlm
+    stats = json.loads((folder / STATS_FILE).read_text())
+    trained = {k: v for k, v in stats["config"].items() if k not in _RUN_SETTINGS}
+    wanted = {k: v for k, v in asdict(config).items() if k not in _RUN_SETTINGS}
+    different = sorted(k for k in wanted if trained.get(k) != wanted[k])
+    if different or stats["steps_done"] != config.steps or stats.get("refine_steps_done"):
+        raise ValueError(f"{folder} is not this recipe's first schedule (different: "
+                         f"{different or 'steps done, or already refined'})")
+    vlm = load_vlm(checkpoint_directory(folder))
+    stats = {**stats, "config": asdict(config), "resumed_from": str(folder)}
+    stats = _refine(vlm, config, stats, show_progress, snapshots)
+    vlm.vision.eval()
+    vlm.language_model.eval()
+    return vlm, stats
+
+
+def _refine(vlm: MiniVLM, config: DemoConfig, stats: dict, show_progress: bool, snapshots) -> dict:
+    """The second schedule: warm-up and cosine decay at `refine_learning_rate` over `refine_steps`."""
+    started = time.monotonic()
+    torch.manual_seed(config.seed + 1)
+    vlm.vision.train()
+    vlm.language_model.train()
+    schedule = replace(config, steps=config.refine_steps, learning_rate=config.refine_learning_rate)
+    optimizer = _optimizer([vlm.vision, vlm.language_model], schedule)
+    coordinates = CoordinateTargets(vlm.tokenizer, config.coordinate_sigma) if config.coordinate_sigma else None
+    weights = {**config.task_weights, "vision": 0.0}
+    losses, (folder, every) = {}, snapshots
+    bar = tqdm(range(config.refine_steps), desc="demo-train refine", disable=not show_progress)
+    for step in bar:
+        scenes = list(generate_scenes(config.seed, config.batch_size, start=REFINE_SCENES + step * config.batch_size))
+        rng = np.random.default_rng([config.seed, REFINE_SCENES, step])
+        loss, losses = packed_loss(vlm, pack(vlm, scenes, rng, config.refine_position_questions), weights,
+                                   coordinates=coordinates)
+        _update(optimizer, loss, learning_rate(schedule, step, step / config.refine_steps), config.max_grad_norm)
+        losses = {"loss": float(loss.detach()), **losses}
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+        if folder and every and (step + 1) % every == 0 and step + 1 < config.refine_steps:
+            _snapshot(vlm, Path(folder) / f"refine-{step + 1}", {**stats, "refine_steps_done": step + 1})
+    seconds = time.monotonic() - started
+    return {**stats, "refine_steps_done": config.refine_steps, "refine_seconds": seconds,
+            "seconds": stats["seconds"] + seconds, "final_losses": losses}
 
 
 def _pretrain_vision(vlm: MiniVLM, head: VisionHeads, config: DemoConfig, show_progress: bool) -> None:
