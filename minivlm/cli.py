@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -74,6 +75,12 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_admin_key_file() -> Path:
+    """Where `vlm serve` keeps its admin key unless told: the user's config folder."""
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "vlm" / "admin-key"
+
+
 def add_serve_command(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="run tritonserver on a model repository until Ctrl-C",
                                    description="Start the real tritonserver (from the nvidia-pytriton wheel), "
@@ -99,6 +106,10 @@ def add_serve_command(subparsers) -> None:
     parser.add_argument("--trace-file", type=Path, metavar="PATH",
                         help="where Triton's trace API writes its traces (PATH.0, PATH.1, ...); tracing stays off "
                              "until turned on with the admin key (docs/operations.md, \"Tracing a request\")")
+    parser.add_argument("--admin-key-file", type=Path, default=default_admin_key_file(), metavar="PATH",
+                        help="the admin key for the restricted endpoints (model control, shared memory, statistics, "
+                             "trace, logging): read from PATH, or a new random one written there with mode 0600 "
+                             "(default %(default)s). The key is never printed nor on a command line")
     parser.add_argument("--max-restarts", type=int, default=5, metavar="N",
                         help="restart a tritonserver that dies at most N times within 10 minutes, with backoff "
                              "from 1 s to 30 s (default 5; 0: exit instead)")
@@ -118,8 +129,9 @@ def run_serve(args: argparse.Namespace) -> int:
     server = TritonServer(ServerOptions(
         model_repository=args.model_repository.resolve(), grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, host=args.host, startup_timeout_s=args.startup_timeout_s, grpc_tls=tls,
-        self_heal=args.self_heal, trace_file=args.trace_file))
-    print(f"admin key for restricted endpoints (model control, shm, trace, logging): {server.admin_key}")
+        self_heal=args.self_heal, trace_file=args.trace_file, admin_key_file=args.admin_key_file))
+    print(f"admin key for restricted endpoints (model control, shm, statistics, trace, logging) in "
+          f"{args.admin_key_file} (mode 0600): export VLM_ADMIN_KEY=$(cat {args.admin_key_file})")
     server.serve_forever(restart_policy=RestartPolicy(max_restarts=max(0, args.max_restarts)))
     return 0
 

@@ -1,7 +1,9 @@
 """One real ``tritonserver`` (2.51) process: start, wait until every model is ready, stop cleanly.
 
 Anonymous clients may only check health, read metadata/config and run inference: model control,
-shared memory, statistics, trace and logging need a random admin key held by ``TritonServer``.
+shared memory, statistics, trace and logging need a random admin key held by ``TritonServer`` (and, with
+`admin_key_file`, in that 0600 file). The key is in no process list and no log: tritonserver's command line
+carries a placeholder that a preloaded library swaps for it (minivlm.server.secret_argv).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -30,6 +33,7 @@ from minivlm.server.discovery import (
     prepare_backend_dir,
     server_environment,
 )
+from minivlm.server.secret_argv import PLACEHOLDER, secret_environment
 from minivlm.server.shm import SHM_DIR, remove_orphaned_shm
 from minivlm.server.supervisor import RestartPolicy, StartupCancelled, supervise
 from minivlm.server.watchdog import ModelWatchdog
@@ -118,6 +122,9 @@ class ServerOptions:
     # replaces model_control_mode with "explicit" and loads every model at startup.
     self_heal: bool = False
     restricted_apis: Sequence[str] = RESTRICTED_APIS
+    # Where the admin key lives for the people and tools who need it (mode 0600): read if the file exists,
+    # else a new random key is written there. None: the key stays in this process only.
+    admin_key_file: Path | None = None
     # Python-backend shared memory per model instance, resident in /dev/shm (RAM) for the server's life: one
     # batch of 8 is 8 x 197 x 576 fp32 embeddings (3.6 MB) plus 8 x 3 x 224 x 224 fp32 pixel values (4.8 MB);
     # a request's inputs and outputs both live there. The 1 MB default would grow on every call; 64 MB cost
@@ -142,7 +149,7 @@ class TritonServer:
     def __init__(self, options: ServerOptions, *, paths: TritonPaths | None = None) -> None:
         self.options = options
         self.paths = paths or find_triton_paths()
-        self.admin_key = secrets.token_urlsafe(32)
+        self.admin_key = _admin_key(options.admin_key_file)
         self.process: subprocess.Popen | None = None
         self.watchdog: ModelWatchdog | None = None
         self.starts = 0
@@ -171,11 +178,11 @@ class TritonServer:
         return {GRPC_ADMIN_HEADER: self.admin_key}
 
     def _restricted_flags(self) -> list[str]:
-        # Triton 2.51 syntax: <api>,<api>,...:<header>=<value>. The key is visible in /proc/<pid>/cmdline
-        # to local users (Triton has no file option), so it guards the network, not the machine.
+        # Triton 2.51 syntax: <api>,<api>,...:<header>=<value>, and no file or environment option. The value
+        # is a placeholder: /proc/<pid>/cmdline is readable by every local user (see start()).
         if not self.options.restricted_apis:
             return []
-        group = f"{','.join(self.options.restricted_apis)}:{ADMIN_HEADER}={self.admin_key}"
+        group = f"{','.join(self.options.restricted_apis)}:{ADMIN_HEADER}={PLACEHOLDER}"
         return [f"--grpc-restricted-protocol={group}", f"--http-restricted-api={group}"]
 
     def command(self, backend_directory: Path) -> list[str]:
@@ -210,6 +217,9 @@ class TritonServer:
         if self.process is not None:
             raise TritonServerError(f"tritonserver already started (pid {self.process.pid})")
         backend_directory = prepare_backend_dir(self.paths, self.options.backend_directory)
+        env = server_environment(self.paths)
+        if self.options.restricted_apis:     # tritonserver reads the key from its environment, not argv
+            env = secret_environment(env, self.admin_key)
         self._started_at = time.time()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # A restarted server appends: the log of the one that died is what explains the restart.
@@ -217,7 +227,7 @@ class TritonServer:
             # A new session: Ctrl-C in a terminal reaches only us (we forward it), and stop() can kill
             # the python-backend stubs with the server as one process group.
             self.process = subprocess.Popen(
-                self.command(backend_directory), env=server_environment(self.paths),
+                self.command(backend_directory), env=env,
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 preexec_fn=_term_when_parent_dies if self.options.die_with_parent else None)
         self.starts += 1
@@ -370,6 +380,29 @@ class TritonServer:
                       f"  metrics {self.metrics_url}\n  log     {self.log_path}\n")
             out.flush()
             return supervise(self, received, restart_policy or RestartPolicy(max_restarts=0))
+
+
+def _admin_key(path: Path | None) -> str:
+    """A new random key, or the one in `path` (which must be private to its owner); a new key is written there
+    with mode 0600."""
+    if path is None:
+        return secrets.token_urlsafe(32)
+    path = Path(path)
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise TritonServerError(f"admin key file {path} is readable by others (mode {mode:o}); chmod 600 it")
+        key = path.read_text().strip()
+        if not re.fullmatch(r"[A-Za-z0-9._~-]{16,}", key):   # a header value Triton's flag parser keeps whole
+            raise TritonServerError(f"admin key file {path} must hold one key of at least 16 letters, digits, "
+                                    f"'.', '_', '~' or '-'")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    return key
 
 
 @contextlib.contextmanager

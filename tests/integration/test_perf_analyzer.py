@@ -18,9 +18,9 @@ REQUESTS = 8
 
 
 @pytest.fixture(scope="module")
-def analyzer_env():
+def analyzer_env(server):
     try:
-        return perf_analyzer_env()
+        return perf_analyzer_env(admin_key=server.admin_key)
     except TritonNotInstalledError as error:
         pytest.fail(f"perf_analyzer cannot run: {error}", pytrace=False)
 

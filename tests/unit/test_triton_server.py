@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from minivlm.server import discovery, perf_analyzer, process
+from minivlm.server.discovery import TritonServerError
+from minivlm.server.secret_argv import PLACEHOLDER, SECRET_ENV, secret_environment
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +79,11 @@ def test_command_listens_on_loopback_by_default(tmp_path):
         assert _flag(command, name) == ["127.0.0.1"]
 
 
-def test_command_restricts_admin_apis_with_the_admin_key(tmp_path):
+def test_command_restricts_admin_apis_with_a_placeholder_for_the_admin_key(tmp_path):
     server = _server(tmp_path)
     command = server.command(tmp_path / "backends")
-    expected = f"{','.join(process.RESTRICTED_APIS)}:{process.ADMIN_HEADER}={server.admin_key}"
+    assert not any(server.admin_key in argument for argument in command)
+    expected = f"{','.join(process.RESTRICTED_APIS)}:{process.ADMIN_HEADER}={PLACEHOLDER}"
     assert _flag(command, "grpc-restricted-protocol") == [expected]
     assert _flag(command, "http-restricted-api") == [expected]
     assert {"model-repository", "shared-memory", "trace", "logging"} <= set(process.RESTRICTED_APIS)
@@ -92,6 +95,44 @@ def test_admin_headers_carry_the_key(tmp_path):
     assert server.admin_http_headers == {"admin-key": server.admin_key}
     assert server.admin_grpc_headers == {"triton-grpc-protocol-admin-key": server.admin_key}
     assert len(server.admin_key) >= 32 and server.admin_key != _server(tmp_path).admin_key
+
+
+def test_admin_key_file_is_written_0600_and_read_back(tmp_path):
+    key_file = tmp_path / "keys" / "admin-key"
+    server = _server(tmp_path, admin_key_file=key_file)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_file.read_text().strip() == server.admin_key
+    assert _server(tmp_path, admin_key_file=key_file).admin_key == server.admin_key
+
+
+def test_admin_key_file_readable_by_others_is_refused(tmp_path):
+    key_file = tmp_path / "admin-key"
+    key_file.write_text("some-key\n")
+    key_file.chmod(0o644)
+    with pytest.raises(TritonServerError, match="readable by others"):
+        _server(tmp_path, admin_key_file=key_file)
+
+
+def test_admin_key_file_with_a_bad_key_is_refused(tmp_path):
+    key_file = tmp_path / "admin-key"
+    key_file.write_text("short,key:x=y\n")
+    key_file.chmod(0o600)
+    with pytest.raises(TritonServerError, match="must hold one key"):
+        _server(tmp_path, admin_key_file=key_file)
+
+
+def test_secret_argument_reaches_the_program_but_not_its_process_listing():
+    """A real preloaded program: argv holds the key, /proc/PID/cmdline and /proc/PID/environ do not."""
+    code = ("import os, sys; print(sys.argv[1]); print(open('/proc/self/cmdline', 'rb').read().hex()); "
+            "print(open('/proc/self/environ', 'rb').read().hex()); print(os.environ.get('LD_PRELOAD'))")
+    env = secret_environment(dict(os.environ), "the-secret-key")
+    result = subprocess.run([sys.executable, "-c", code, f"key={PLACEHOLDER}"], env=env,
+                            capture_output=True, text=True, check=True)
+    argv, cmdline, environ, preload = result.stdout.splitlines()
+    assert argv == "key=the-secret-key"
+    assert b"the-secret-key" not in bytes.fromhex(cmdline) and PLACEHOLDER.encode() in bytes.fromhex(cmdline)
+    assert b"the-secret-key" not in bytes.fromhex(environ) and SECRET_ENV.encode() in bytes.fromhex(environ)
+    assert preload == "None"       # the server's children do not inherit the library
 
 
 def test_command_without_restrictions(tmp_path):
@@ -165,7 +206,8 @@ def test_perf_analyzer_command_sends_the_admin_header_over_grpc(tmp_path):
     command = perf_analyzer.perf_analyzer_command(server, "vlm", "--concurrency-range", "1:4")
     assert Path(command[0]).name == "perf_analyzer" and Path(command[0]).is_file()
     assert command[1:7] == ["-m", "vlm", "-i", "grpc", "-u", "127.0.0.1:9101"]
-    assert command[7:9] == ["-H", f"triton-grpc-protocol-admin-key:{server.admin_key}"]
+    assert command[7:9] == ["-H", f"triton-grpc-protocol-admin-key:{PLACEHOLDER}"]
+    assert not any(server.admin_key in argument for argument in command)
     assert command[-2:] == ["--concurrency-range", "1:4"]
 
 

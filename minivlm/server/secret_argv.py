@@ -1,0 +1,89 @@
+"""Give a native program (tritonserver, perf_analyzer) a secret argument that no process list shows.
+
+Triton 2.51 reads the admin key only from its command line (`--http-restricted-api=<apis>:<header>=<key>`,
+no file or environment option), and /proc/PID/cmdline is readable by every local user. So the command line
+carries `PLACEHOLDER` instead, the key travels in the environment (/proc/PID/environ is readable by the same
+user only, like a 0600 file), and a tiny library preloaded into the program swaps the placeholder for the key
+before main() runs: it points argv[i] at a copy on the heap, while the bytes that /proc/PID/cmdline shows
+keep the placeholder. It then overwrites the key in the environment block and removes both variables, so the
+python-backend stubs the server starts inherit neither.
+
+The library is compiled once with the system's C compiler into the user's cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from minivlm.server.discovery import TritonServerError
+
+PLACEHOLDER = "@VLM_SECRET@"
+SECRET_ENV = "VLM_SECRET_ARG"
+
+_SOURCE = r"""
+#include <stdlib.h>
+#include <string.h>
+
+#define PLACEHOLDER "@PLACEHOLDER@"
+#define SECRET_ENV "@SECRET_ENV@"
+
+/* glibc calls constructors with main's argc, argv and envp; main then sees the same argv array. */
+__attribute__((constructor)) static void substitute_secret(int argc, char **argv, char **envp) {
+    (void)envp;
+    char *found = getenv(SECRET_ENV);
+    if (found == NULL) return;
+    char *secret = strdup(found);
+    if (secret == NULL) abort();
+    memset(found, '*', strlen(found));            /* the bytes /proc/PID/environ shows */
+    size_t marker = strlen(PLACEHOLDER), length = strlen(secret);
+    for (int i = 0; i < argc; i++) {
+        char *at = strstr(argv[i], PLACEHOLDER);
+        if (at == NULL) continue;
+        size_t head = (size_t)(at - argv[i]), tail = strlen(at + marker);
+        char *arg = malloc(head + length + tail + 1);
+        if (arg == NULL) abort();
+        memcpy(arg, argv[i], head);
+        memcpy(arg + head, secret, length);
+        memcpy(arg + head + length, at + marker, tail + 1);
+        argv[i] = arg;
+    }
+    unsetenv(SECRET_ENV);
+    unsetenv("LD_PRELOAD");                       /* the server's child processes need neither */
+}
+""".replace("@PLACEHOLDER@", PLACEHOLDER).replace("@SECRET_ENV@", SECRET_ENV)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minivlm" / "secret-argv"
+
+
+def secret_argv_library() -> Path:
+    """The preload library, compiled on first use (a second process compiling meanwhile is harmless)."""
+    digest = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
+    library = _cache_dir() / f"secret_argv-{digest}.so"
+    if library.is_file():
+        return library
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise TritonServerError("no C compiler (cc) to build the library that keeps the admin key off "
+                                "tritonserver's command line; install gcc")
+    library.parent.mkdir(parents=True, exist_ok=True)
+    source, partial = library.with_suffix(".c"), library.with_suffix(f".{os.getpid()}.tmp")
+    source.write_text(_SOURCE)
+    result = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(source)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise TritonServerError(f"compiling {source} failed:\n{result.stderr.strip()}")
+    partial.replace(library)
+    return library
+
+
+def secret_environment(env: dict[str, str], secret: str) -> dict[str, str]:
+    """`env` plus what makes the program see `secret` wherever its arguments say PLACEHOLDER."""
+    if not secret or PLACEHOLDER in secret:
+        raise ValueError("the secret must be non-empty and must not contain the placeholder")
+    preload = " ".join(filter(None, [str(secret_argv_library()), env.get("LD_PRELOAD")]))
+    return {**env, "LD_PRELOAD": preload, SECRET_ENV: secret}
