@@ -109,7 +109,18 @@ def _format(value) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class PreprocessConfig(ModelConfig):
-    """preprocess and query_preprocess: no parameters (their limits are the protocol's)."""
+    """query_preprocess: no parameters (its limits are the protocol's)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessStepConfig(PreprocessConfig):
+    """preprocess, the vlm ensembles' first step and their admission door (minivlm/serving/admission.py)."""
+    # Requests let into the pipeline and not answered yet; more are refused (UNAVAILABLE) before any work.
+    # Two per live decoding row of generator_engine: one decoding, one waiting for its slot.
+    max_requests_in_flight: int = 32
+
+    def __post_init__(self):
+        self._check(self.max_requests_in_flight >= 1, "max_requests_in_flight", ">= 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,7 +178,7 @@ class GeneratorEngineConfig(ModelConfig):
 
 # Which config each python model of the repository reads (the ONNX models only on the python backend).
 MODEL_CONFIGS: dict[str, type[ModelConfig]] = {
-    protocol.PREPROCESS: PreprocessConfig,
+    protocol.PREPROCESS: PreprocessStepConfig,
     protocol.QUERY_PREPROCESS: PreprocessConfig,
     protocol.ROUTER: OnnxModelConfig,
     protocol.VISION_ENCODER: OnnxModelConfig,

@@ -12,11 +12,15 @@ A request's deadline (Triton's per-request `timeout`, which the ensemble hands t
 engine, which fails the request and frees its rows once it passes. Triton 2.51 does not pass a client's
 cancellation to an ensemble step already running (tested: `request.is_cancelled()` stays false here, while a
 direct call to a model sees it), so through `vlm` only the deadline can stop a request early.
+
+A request the engine answered has left the pipeline for the admission door (the engine rang its bell); one
+the forwarder answers itself (the engine is down or unreachable) rings it here.
 """
 from __future__ import annotations
 
 import asyncio
 
+from minivlm.serving.admission import DoorBell, door_address
 from minivlm.serving.stub_processes import ModelStubs, is_alive
 from minivlm.serving.triton_glue import error_code, model_down
 
@@ -28,6 +32,7 @@ class EngineForwarder:
         self.pb = pb_utils                    # triton_python_backend_utils: passed in, it exists only in a stub
         self.engine_model = engine_model
         self.engine_stubs = engine_stubs
+        self.bell = DoorBell(door_address(engine_stubs.server_pid))
 
     async def forward(self, request):
         pb = self.pb
@@ -46,9 +51,11 @@ class EngineForwarder:
         except Exception as error:  # the engine could not be reached: this request alone fails
             if model_down(str(error)):
                 return self._unavailable(str(error))
+            self.bell.ring()
             return self._error(f"generator: internal error: {type(error).__name__}: {error}",
                                pb.TritonError.INTERNAL)
         if answer is None:
+            self.bell.ring()
             return self._error(f"generator: internal error: {self.engine_model} sent no answer",
                                pb.TritonError.INTERNAL)
         if answer.has_error():      # its message already names the step and kind ("generator: ...")
@@ -67,6 +74,7 @@ class EngineForwarder:
         return answer
 
     def _unavailable(self, why: str):
+        self.bell.ring()
         return self._error(f"generator: unavailable: {self.engine_model} is down and being restarted, retry "
                            f"later ({why})", self.pb.TritonError.UNAVAILABLE)
 

@@ -88,9 +88,11 @@ class _Ticket:
 class Scheduler:
     def __init__(self, engine: GeneratorEngine, *, max_live_rows: int = 16, max_waiting_requests: int = 64,
                  continuous: bool = True, overlap_prefill: bool = True, precision: str = AUTO,
-                 metrics: GeneratorMetrics | None = None):
-        """`metrics`: where answered requests, their timings and the load are recorded (None: nowhere)."""
-        self.metrics = metrics
+                 metrics: GeneratorMetrics | None = None, on_leave: Callable[[], None] | None = None):
+        """`metrics`: where answered requests, their timings and the load are recorded (None: nowhere).
+        `on_leave`: called once per request answered or refused (the admission door's bell,
+        minivlm/serving/admission.py)."""
+        self.metrics, self.on_leave = metrics, on_leave
         if max_waiting_requests < 1:
             raise ValueError(f"max_waiting_requests must be >= 1, got {max_waiting_requests}")
         self.engine, self.max_live_rows, self.max_waiting_requests = engine, max_live_rows, max_waiting_requests
@@ -122,12 +124,12 @@ class Scheduler:
 
     @classmethod
     def from_config(cls, engine: GeneratorEngine, config: GeneratorEngineConfig, *,
-                    metrics: GeneratorMetrics | None = None) -> Scheduler:
+                    metrics: GeneratorMetrics | None = None, on_leave: Callable[[], None] | None = None) -> Scheduler:
         """batching: prefill on its own thread ("continuous"), on the scheduler's ("continuous_inline"), or
         static batches."""
         return cls(engine, max_live_rows=config.max_live_rows, max_waiting_requests=config.max_waiting_requests,
                    continuous=config.batching != "static", overlap_prefill=config.batching == "continuous",
-                   precision=config.decoder_precision, metrics=metrics)
+                   precision=config.decoder_precision, metrics=metrics, on_leave=on_leave)
 
     @property
     def mode(self) -> str:
@@ -170,10 +172,12 @@ class Scheduler:
     def warm_up(self, *, timeout_s: float = 600.0) -> None:
         """One short request through the running thread: the first real one pays no lazy initialization."""
         done, outcome = threading.Event(), []
+        on_leave, self.on_leave = self.on_leave, None      # it never passed the admission door
         self.submit([warm_up_request(self.engine.language_model.config.hidden_size)],
                     lambda result: (outcome.append(result), done.set()))
         if not done.wait(timeout_s):
             raise TimeoutError(f"the scheduler's warm-up took over {timeout_s} s")
+        self.on_leave = on_leave
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
 
@@ -425,13 +429,22 @@ class Scheduler:
     def note_refusal(self, error: BaseException) -> None:
         """Count a request refused with `error` (bad input, a full queue, shutdown). The scheduler counts the
         refusals it delivers; the caller counts what `submit` raises."""
+        self._count_refusal(error)
+        self._left()
+
+    def _count_refusal(self, error: BaseException) -> None:
         reason = refusal_reason(error)
         if self.metrics is not None and reason is not None:
             self.metrics.refused_request(reason)
 
+    def _left(self) -> None:
+        if self.on_leave is not None:
+            self.on_leave()
+
     def _deliver(self, ticket: _Ticket, outcome) -> None:
         if isinstance(outcome, BaseException):
-            self.note_refusal(outcome)
+            self._count_refusal(outcome)
+        self._left()
         ticket.delivered = True
         try:
             ticket.deliver(outcome)

@@ -45,11 +45,33 @@ def test_config_matches_protocol(path):
     assert config.max_batch_size > 0, "queue policies and batching need a batch axis"
 
 
+def _runs_alone(name: str, ancestors: dict[str, set[str]]) -> bool:
+    return all(other == name or other in ancestors[name] or name in ancestors[other] for other in ancestors)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_composing_models_protect_themselves_against_overload(path):
+def test_only_steps_that_run_alone_can_refuse_for_a_full_queue(path):
+    """Triton 2.51 can corrupt or hang an ensemble request when one step fails beside another in flight, and a
+    full queue fails the request: a model with a bounded queue must run alone in every ensemble using it. The
+    door (preprocess) bounds the requests in the pipeline instead (minivlm/serving/admission.py)."""
     config = parse(path)
-    if config.platform != "ensemble":
-        assert config.dynamic_batching.default_queue_policy.max_queue_size > 0
+    if config.platform == "ensemble" or not config.dynamic_batching.default_queue_policy.max_queue_size:
+        return
+    for ensemble in (protocol.ENSEMBLE, protocol.STREAM_ENSEMBLE, protocol.ROUTE_ENSEMBLE):
+        ancestors = _ancestors(parse(TEMPLATE_DIR / ensemble / "config.pbtxt").ensemble_scheduling.step)
+        assert config.name not in ancestors or _runs_alone(config.name, ancestors), \
+            f"{config.name} has a bounded queue and runs beside another step of {ensemble}"
+
+
+def test_the_vlm_ensembles_are_bounded_at_their_door():
+    """preprocess, their first step, has a bounded queue and admits a bounded number of requests."""
+    config = parse(TEMPLATE_DIR / protocol.PREPROCESS / "config.pbtxt")
+    assert config.dynamic_batching.default_queue_policy.max_queue_size > 0
+    assert int(config.parameters["max_requests_in_flight"].string_value) >= 1
+    assert [group.count for group in config.instance_group] == [1]        # one door per server
+    for ensemble in (protocol.ENSEMBLE, protocol.STREAM_ENSEMBLE):
+        steps = parse(TEMPLATE_DIR / ensemble / "config.pbtxt").ensemble_scheduling.step
+        assert _ancestors(steps)[protocol.PREPROCESS] == set()
 
 
 @pytest.mark.parametrize("ensemble", [protocol.ENSEMBLE, protocol.STREAM_ENSEMBLE, protocol.ROUTE_ENSEMBLE])

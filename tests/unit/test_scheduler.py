@@ -452,3 +452,20 @@ def test_a_request_that_expires_while_waiting_never_decodes(engine, images):
     assert "after 0 decode steps" in str(outcomes.done["waits"])
     assert outcomes.done["long"][0].parts[0].completion_tokens == 100 and steps == 100
     assert scheduler._waiting == 0
+
+
+def test_every_request_answered_or_refused_leaves_once_for_the_admission_door(engine, images):
+    left = []
+    scheduler = Scheduler(engine, max_live_rows=2, on_leave=lambda: left.append(1)).start()
+    try:
+        scheduler.warm_up()                                  # never passed the door: no ring
+        assert left == []
+        outcomes = Outcomes()
+        scheduler.submit([ask(images[0], "caption", max_new_tokens=3, **GREEDY)], outcomes.deliver("good"))
+        scheduler.submit([ask(images[1], "vqa", "?", max_new_tokens=0)], outcomes.deliver("bad"))
+        outcomes.wait(2)
+        assert len(left) == 2
+        scheduler.note_refusal(ServerBusyError("64 requests are waiting"))   # what execute reports for submit
+        assert len(left) == 3
+    finally:
+        scheduler.close()

@@ -1,5 +1,4 @@
-"""SmolLM decoding with continuous batching (decoupled): `execute` queues, the scheduler thread answers
-(streaming requests also get their text piece by piece). Triton's `timeout` is the request's deadline."""
+"""SmolLM decoding, continuous batching (decoupled): `execute` queues, the scheduler thread answers (streams too)."""
 from functools import partial
 from pathlib import Path
 
@@ -7,6 +6,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from minivlm.model.artifacts import load_generator_artifacts
+from minivlm.serving.admission import stub_bell
 from minivlm.serving.config import GeneratorEngineConfig
 from minivlm.serving.generator_engine import GeneratorEngine, requests_from_rows, response_values
 from minivlm.serving.metrics import GeneratorMetrics
@@ -24,7 +24,8 @@ class TritonPythonModel:
         device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
         language_model, tokenizer = load_generator_artifacts(Path(args["model_repository"]) / args["model_version"])
         engine = GeneratorEngine(language_model.to(device), tokenizer, config)
-        self.scheduler = Scheduler.from_config(engine, config, metrics=GeneratorMetrics(pb_utils)).start()
+        self.scheduler = Scheduler.from_config(engine, config, metrics=GeneratorMetrics(pb_utils),
+                                               on_leave=stub_bell().ring).start()
         self.scheduler.warm_up()
 
     def execute(self, requests):
@@ -34,7 +35,7 @@ class TritonPythonModel:
                 inputs = {t: read_rows(pb_utils, request, t) for t in P.GENERATOR_INPUTS}
                 stream = partial(self._send_text, sender) if any(inputs[P.STREAM] or []) else None
                 self.scheduler.submit(requests_from_rows(inputs), partial(self._send, sender), on_text=stream,
-                                      deadline=deadline_from_timeout(request.timeout()),
+                                      deadline=deadline_from_timeout(request.timeout()),  # Triton's timeout
                                       cancelled=sender.is_cancelled)
             except Exception as error:   # bad input, a full queue: this request alone
                 self.scheduler.note_refusal(error)
@@ -45,8 +46,7 @@ class TritonPythonModel:
     def _send(sender, outcome):
         """From the scheduler thread: one request's rows, or its error."""
         if isinstance(outcome, BaseException):
-            sender.send(exception_response(pb_utils, P.GENERATOR, outcome), flags=FINAL)
-            return
+            return sender.send(exception_response(pb_utils, P.GENERATOR, outcome), flags=FINAL)
         columns = [response_values(row) for row in outcome]
         sender.send(pb_utils.InferenceResponse([output_rows(pb_utils, t, [c[t] for c in columns])
                                                 for t in P.GENERATOR_OUTPUTS]), flags=FINAL)
