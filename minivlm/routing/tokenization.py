@@ -2,7 +2,8 @@
 
 Used inside the Triton `preprocess` and `query_preprocess` models, so it depends on the `tokenizers` library
 only (no torch, no transformers at serving time). A saved folder holds `tokenizer.json` plus
-`query_tokenizer.json` with the router kind and padding rules.
+`query_tokenizer.json` with the router kind, padding rules and the words it corrects slips of
+(`spelling_words`, `spelling.py`; empty: none, as for the notebook's LSTM and folders saved before it existed).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from minivlm.routing import ROUTER_KINDS
+from minivlm.routing.spelling import SpellingCorrector
 
 CONFIG_FILE = "query_tokenizer.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -28,6 +30,10 @@ class TokenizerSpec:
     pad_id: int
     pad_token: str
     fixed_length: bool    # lstm: always max_length; minilm: pad to the longest query in the batch
+    spelling_words: tuple[str, ...] = ()   # correct slips of these words before tokenizing; () = off
+
+    def __post_init__(self):
+        object.__setattr__(self, "spelling_words", tuple(self.spelling_words))   # a JSON list on load
 
 
 class QueryTokenizer:
@@ -39,6 +45,8 @@ class QueryTokenizer:
         self._tokenizer.enable_truncation(spec.max_length)
         length = spec.max_length if spec.fixed_length else None
         self._tokenizer.enable_padding(pad_id=spec.pad_id, pad_token=spec.pad_token, length=length)
+        self.corrector = (SpellingCorrector(spec.spelling_words, self._is_vocabulary_word)
+                          if spec.spelling_words else None)
 
     @property
     def kind(self) -> str:
@@ -52,10 +60,14 @@ class QueryTokenizer:
         """Returns input_ids and attention_mask, both int64 of shape (B, T)."""
         if isinstance(texts, str):
             raise TypeError("QueryTokenizer expects a list of strings, got a single str")
-        encodings = self._tokenizer.encode_batch(list(texts))
+        texts = [self.corrector(t) for t in texts] if self.corrector else list(texts)
+        encodings = self._tokenizer.encode_batch(texts)
         input_ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), -1)
         attention_mask = np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(len(texts), -1)
         return input_ids, attention_mask
+
+    def _is_vocabulary_word(self, word: str) -> bool:
+        return self._tokenizer.token_to_id(word) is not None
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -74,16 +86,20 @@ class QueryTokenizer:
         return cls(Tokenizer.from_file(str(folder / TOKENIZER_FILE)), spec)
 
     @classmethod
-    def from_pretrained(cls, hf_folder: str | Path, kind: str) -> "QueryTokenizer":
+    def from_pretrained(cls, hf_folder: str | Path, kind: str, *,
+                        spelling_words: tuple[str, ...] = ()) -> "QueryTokenizer":
         """Build from a Hugging Face tokenizer folder (`save_pretrained` output), e.g. the notebook's
         `mini-vlm-routing/tokenizer/` for "lstm" or the MiniLM folder for "minilm"."""
+        if spelling_words and kind == "lstm":
+            raise ValueError("the notebook's LSTM router tokenizes exactly as predict_task: no spelling correction")
         from transformers import AutoTokenizer  # build time only; serving loads tokenizer.json directly
 
         hf = AutoTokenizer.from_pretrained(str(hf_folder))
         pad_id, pad_token = _pad_of(hf, kind)
         fixed = kind == "lstm"
         spec = TokenizerSpec(kind=kind, max_length=LSTM_MAX_LENGTH if fixed else MINILM_MAX_LENGTH,
-                             pad_id=pad_id, pad_token=pad_token, fixed_length=fixed)
+                             pad_id=pad_id, pad_token=pad_token, fixed_length=fixed,
+                             spelling_words=tuple(spelling_words))
         return cls(hf.backend_tokenizer, spec)
 
 
