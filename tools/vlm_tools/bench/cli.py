@@ -288,12 +288,42 @@ def run_soak_command(args: argparse.Namespace) -> int:
     return 0 if report.passed() else 1
 
 
+def add_overload_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "overload", help="4x the sustainable request rate: accepted p99, fast refusals, memory",
+        description="Serve REPO with tritonserver, measure the rate it answers with CONCURRENCY closed-loop "
+                    "greedy caption clients (sustainable), then send open-loop arrivals at that rate and at "
+                    "FACTOR times it, and print for each: accepted requests and their latency (p50, p99, max), "
+                    "refusals (Overloaded: UNAVAILABLE / 503) and their latency, other errors, unanswered "
+                    "requests, and the server's RSS. Exit 1 when the FACTOR phase's accepted p99 exceeds 3x the "
+                    "1x phase's, refusals take over 1 s (p99), or any request fails otherwise or hangs.")
+    parser.add_argument("--model-repository", type=Path, required=True, metavar="REPO")
+    parser.add_argument("--concurrency", type=int, default=16, help="closed-loop clients (default 16)")
+    parser.add_argument("--max-new-tokens", type=int, default=24, help="per request (default 24)")
+    parser.add_argument("--duration-s", type=float, default=30.0, help="per phase (default 30)")
+    parser.add_argument("--factor", type=float, default=4.0, help="overload multiple (default 4)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    parser.set_defaults(func=run_overload_command)
+
+
+def run_overload_command(args: argparse.Namespace) -> int:
+    from vlm_tools.bench.overload import format_report, passed, report_json, run_overload
+
+    report = run_overload(args.model_repository, concurrency=args.concurrency, max_new_tokens=args.max_new_tokens,
+                          duration_s=args.duration_s, factor=args.factor)
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(report_json(report))
+    return 0 if passed(report) else 1
+
+
 def add_bench_subcommands(subparsers) -> None:
     add_bench_command(subparsers)
     add_perf_inputs_command(subparsers)
     add_router_bench_command(subparsers)
     add_chaos_command(subparsers)
     add_soak_command(subparsers)
+    add_overload_command(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:
