@@ -77,6 +77,8 @@ step() {   # step NAME COMMAND...: run (or, dry, print) and time it
 
 preflight() {
   "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), sys.version; print("python", sys.version.split()[0])'
+  # TritonServer compiles a small preload library that keeps the admin key off tritonserver's command line
+  command -v cc > /dev/null || { echo "no C compiler (cc): needed by minivlm/server/secret_argv.py" >&2; return 1; }
   if [ $DRY_RUN -eq 1 ]; then
     "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda:", torch.cuda.is_available())'
     return

@@ -41,7 +41,8 @@ def add_client_subcommands(subparsers: Any) -> None:
                      help="also print each step's time (preprocess, router, vision encoder, queue, prefill, "
                           "decode, total); needs the server's admin key and an otherwise idle server")
     ask.add_argument("--admin-key", default=os.environ.get(ADMIN_KEY_ENV), metavar="KEY",
-                     help=f"the admin key `vlm serve` prints, for --trace (default: ${ADMIN_KEY_ENV})")
+                     help=f"the server's admin key, for --trace (default: ${ADMIN_KEY_ENV}; prefer it: a key "
+                          f"given here shows in the process list); `vlm serve` keeps it in its --admin-key-file")
     ask.add_argument("image", help="image file: JPEG, PNG or WebP")
     ask.add_argument("query", help="question or instruction, e.g. 'what is on the table?' or '[OD]'")
     ask.set_defaults(func=run_ask)

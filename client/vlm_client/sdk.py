@@ -277,8 +277,8 @@ class VLMClient(_ClientBase):
                    max_new_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
                    seed: int | None = None, json_constraint: bool | None = None) -> tuple[Answer, StepTimes]:
         """`ask`, and where the request's time went: preprocess, router, vision encoder (the server's
-        statistics, read with `admin_key`: the key `vlm serve` prints) and queue, prefill, decode (reported by
-        generator_engine). Sent once, never retried, so its wall time is one request's. Raises
+        statistics, read with `admin_key`: the key in `vlm serve`'s --admin-key-file) and queue, prefill, decode
+        (reported by generator_engine). Sent once, never retried, so its wall time is one request's. Raises
         StepTimesUnavailable when another request ran a step meanwhile (the statistics are server-wide)."""
         arrays = ask_arrays(image, query, task=task, max_new_tokens=max_new_tokens, temperature=temperature,
                             top_p=top_p, seed=seed, json_constraint=json_constraint)
