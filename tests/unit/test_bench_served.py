@@ -33,6 +33,8 @@ def test_set_mode_rewrites_the_engine_parameters_and_refuses_unknown_modes(tmp_p
     assert _parameter(tmp_path / "repo", "torch_threads") == "2"
     served.set_live_rows(tmp_path / "repo", 64)
     assert _parameter(tmp_path / "repo", "max_live_rows") == "64"
+    door = (tmp_path / "repo" / "preprocess" / "config.pbtxt").read_text()
+    assert 'string_value: "128"' in door and "max_queue_size: 64" in door      # 64 clients are never refused
     assert served.parse_mode("continuous:int8+stream") == ("continuous", "int8", True)
     assert served.parse_mode("static") == ("static", "fp32", False)
     for bad, why in (("dynamic", "batching in"), ("continuous:fp8", "precision in"), ("static:int8", "continuous"),

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
+from google.protobuf import text_format
 from tqdm import tqdm
+from tritonclient.grpc import model_config_pb2
 
 from minivlm.export.repository import BuildOptions, build_repository, set_model_parameter, template_fingerprint
 from minivlm.server.discovery import free_ports
@@ -125,8 +127,15 @@ THREAD_PARAMETERS = {"generator_engine": "torch_threads", "vision_encoder": "int
 
 
 def set_live_rows(repository: Path, rows: int) -> None:
-    """The generator_engine's rows decoding at once (a GPU keeps many more busy than 2 cores)."""
+    """The generator_engine's rows decoding at once (a GPU keeps many more busy than 2 cores), and the
+    admission door's limit and queue in step with them (two requests per row, as in the template), so a
+    benchmark's clients at concurrency `rows` are never refused."""
     set_model_parameter(repository, "generator_engine", "max_live_rows", str(rows))
+    set_model_parameter(repository, "preprocess", "max_requests_in_flight", str(2 * rows))
+    path = Path(repository) / "preprocess" / "config.pbtxt"
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    config.dynamic_batching.default_queue_policy.max_queue_size = rows
+    path.write_text(text_format.MessageToString(config))
 
 
 def set_model_threads(repository: Path, threads: int) -> None:
