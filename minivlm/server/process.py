@@ -388,20 +388,32 @@ def _admin_key(path: Path | None) -> str:
     if path is None:
         return secrets.token_urlsafe(32)
     path = Path(path)
-    if path.exists():
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise TritonServerError(f"admin key file {path} is readable by others (mode {mode:o}); chmod 600 it")
-        key = path.read_text().strip()
-        if not re.fullmatch(r"[A-Za-z0-9._~-]{16,}", key):   # a header value Triton's flag parser keeps whole
-            raise TritonServerError(f"admin key file {path} must hold one key of at least 16 letters, digits, "
-                                    f"'.', '_', '~' or '-'")
-        return key
+    if not path.exists():
+        try:
+            return _write_new_key(path)
+        except FileExistsError:      # another server wrote it meanwhile: use that one
+            pass
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise TritonServerError(f"admin key file {path} is readable by others (mode {mode:o}); chmod 600 it")
+    key = path.read_text().strip()
+    if not re.fullmatch(r"[A-Za-z0-9._~-]{16,}", key):   # a header value Triton's flag parser keeps whole
+        raise TritonServerError(f"admin key file {path} must hold one key of at least 16 letters, digits, "
+                                f"'.', '_', '~' or '-'")
+    return key
+
+
+def _write_new_key(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_urlsafe(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(key + "\n")
+    try:
+        os.link(partial, path)       # whole or not at all; FileExistsError when another server was first
+    finally:
+        partial.unlink()
     return key
 
 

@@ -105,6 +105,13 @@ def test_admin_key_file_is_written_0600_and_read_back(tmp_path):
     assert _server(tmp_path, admin_key_file=key_file).admin_key == server.admin_key
 
 
+def test_admin_key_file_written_meanwhile_by_another_server_is_used(tmp_path, monkeypatch):
+    key_file = tmp_path / "admin-key"
+    first = _server(tmp_path, admin_key_file=key_file).admin_key
+    monkeypatch.setattr(Path, "exists", lambda self: False if self == key_file else os.path.exists(self))
+    assert _server(tmp_path, admin_key_file=key_file).admin_key == first
+
+
 def test_admin_key_file_readable_by_others_is_refused(tmp_path):
     key_file = tmp_path / "admin-key"
     key_file.write_text("some-key\n")
