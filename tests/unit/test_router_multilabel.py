@@ -44,6 +44,15 @@ def test_single_task_report_counts_queries_flagged_compound():
     assert evaluate_probs(probs, Examples(["a", "b", "c", "d"], [0, 1, 2, 0])).flagged_compound == 0.0
 
 
+def test_served_accuracy_counts_only_right_and_unflagged_queries():
+    """The generator answers a flagged query with two or more tasks, so a right argmax is not enough."""
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]])
+    report = evaluate_probs(probs, Examples(["a", "b", "c", "d"], [0, 1, 2, 0]), SCORES)
+    assert report.accuracy == 0.75 and report.served_accuracy == 0.25     # "a", "c" flagged; "d" wrong
+    assert "served exactly this task: 0.2500" in format_report(report)
+    assert evaluate_probs(probs, Examples(["a", "b", "c", "d"], [0, 1, 2, 0])).served_accuracy == 0.75
+
+
 def test_load_multilabel(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"text": "describe it and box the dogs", "tasks": ["od", "caption"]}\n\n'

@@ -39,6 +39,7 @@ class EvalReport:
     errors: list[dict] = field(default_factory=list)   # {"text", "task", "predicted", "confidence"}
     flagged_compound: float = 0.0       # fraction of these single-task queries with >= 2 task scores >= 0.5
     flagged: list[dict] = field(default_factory=list)  # {"text", "task", "scores"}
+    served_accuracy: float = 0.0        # what the generator answers is exactly the task: right and not flagged
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,11 @@ def evaluate_probs(probs: np.ndarray, examples: Examples, scores: np.ndarray | N
     flags = np.zeros(len(labels), bool) if scores is None else is_compound(scores)
     flagged = [{"text": examples.texts[i], "task": TASKS[labels[i]], "scores": _rounded(scores[i])}
                for i in np.flatnonzero(flags)]
+    served = float(((labels == predicted) & ~flags).mean()) if len(flags) else 0.0
     return EvalReport(len(labels), float((labels == predicted).mean()), dict(zip(TASKS, precision.tolist())),
                       dict(zip(TASKS, recall.tolist())), confusion.tolist(),
                       expected_calibration_error(probs, labels), errors, float(flags.mean()) if len(flags) else 0.0,
-                      flagged)
+                      flagged, served)
 
 
 def evaluate_compound(scores: np.ndarray, examples: MultiLabelExamples) -> CompoundReport:
@@ -114,7 +116,8 @@ def evaluate_compound_router(path: str | Path, data_path: str | Path = COMPOUND_
 
 def format_report(report: EvalReport) -> str:
     lines = [f"examples: {report.n}   accuracy: {report.accuracy:.4f}   ECE: {report.ece:.4f}   "
-             f"flagged compound: {report.flagged_compound:.4f}", "",
+             f"flagged compound: {report.flagged_compound:.4f}   served exactly this task: "
+             f"{report.served_accuracy:.4f}", "",
              f"{'task':<10}{'precision':>10}{'recall':>10}"]
     lines += [f"{t:<10}{report.precision[t]:>10.4f}{report.recall[t]:>10.4f}" for t in TASKS]
     lines += ["", "confusion (rows: true, columns: predicted)", " " * 10 + "".join(f"{t:>9}" for t in TASKS)]
