@@ -92,6 +92,7 @@ class ContinuousBatch:
         self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
         self.rows += [_Row(job.key, job.params, Sampler(job.params), []) for job in jobs]
 
+    @torch.inference_mode()
     def drop(self, leaving: Callable[[Hashable], bool]) -> int:
         """Remove the live rows whose key `leaving` picks (their request expired or was cancelled) before the
         next step; returns how many left."""

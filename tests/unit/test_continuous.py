@@ -169,3 +169,17 @@ def test_static_batch_decodes_its_rows_to_the_end_at_once(lm):
     results = dict(batch.step())
     assert [results[0], results[1]] == [reference_greedy(lm, p, n, -1) for p, n in zip(prefixes, (4, 9))]
     assert batch.free_rows == 2 and batch.step() == []
+
+
+def test_dropped_rows_leave_before_the_next_step_and_the_others_decode_as_alone(lm, decoder):
+    prefixes = _prefixes(lm, [7, 12, 5], seed=8)
+    batch = ContinuousBatch(decoder, -1, max_rows=3)
+    batch.admit([Job(i, p, SamplingParams(max_new_tokens=10)) for i, p in enumerate(prefixes)])
+    for _ in range(3):
+        assert batch.step() == []
+    assert batch.drop(lambda key: key == 0) == 1                  # the first row: the last one moves into it
+    assert batch.drop(lambda key: key == 0) == 0 and batch.free_rows == 1
+    results = {}
+    while batch.rows:
+        results.update(batch.step())
+    assert results == {i: reference_greedy(lm, prefixes[i], 10, -1) for i in (1, 2)}
