@@ -1,6 +1,6 @@
 """The trained demo model committed in tools/vlm_tools/demo/trained/: intact, movable, and as good as promised.
 
-The quality test decodes 100 held-out scenes in-process (greedy, the serving decode path) and fails below the
+The quality test decodes 500 held-out scenes in-process (greedy, the serving decode path) and fails below the
 targets the README states (`DemoReport.misses`)."""
 from __future__ import annotations
 
@@ -65,12 +65,12 @@ def test_the_folder_loads_after_a_move(tmp_path, shipped):
             assert a.dtype == torch.float32 and torch.equal(a, b), name
 
 
-# The one target the shipped model misses (README.md: 87.1% on 500 scenes; left/right 100%, above/below
-# 77%): held at the level it reached, so a regression still fails, while the 90% target stays on the record.
-POSITION_FLOOR = 0.85
+# 500 scenes, the README's table, not 100: on 100 scenes (69 position questions) the position score moves by
+# +-4 points from scene sampling alone (88.4% on the first 100, 91.0% on 500), so a test of 100 would fail a
+# model that meets the target or pass one that misses it. 500 scenes take ~7 s.
+HELD_OUT_SCENES = 500
 
 
-def test_the_shipped_model_meets_its_targets_on_100_held_out_scenes(shipped):
-    report = evaluate_held_out(shipped, 100)
-    assert [miss for miss in report.misses() if not miss.startswith("VQA position")] == [], report.to_dict()
-    assert report.vqa_by_kind["position"] >= POSITION_FLOOR, report.to_dict()
+def test_the_shipped_model_meets_its_targets_on_500_held_out_scenes(shipped):
+    report = evaluate_held_out(shipped, HELD_OUT_SCENES)
+    assert report.misses() == [], report.to_dict()

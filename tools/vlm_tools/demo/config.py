@@ -34,7 +34,7 @@ class DemoConfig:
     # A second, shorter schedule after the first: warm restart at a lower rate with a fresh optimizer and no
     # vision heads, each scene carrying extra position questions (above/below was still being learnt at 9,000
     # steps). Its own scenes; `vlm demo-train --resume-from` runs it alone on a model the first one wrote.
-    refine_steps: int = 0
+    refine_steps: int = 1200
     refine_learning_rate: float = 5e-4
     refine_position_questions: int = 3
     max_minutes: float = 150.0            # wall-clock cap; past it the schedule follows the clock (and says so)

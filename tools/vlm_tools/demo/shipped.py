@@ -95,7 +95,7 @@ def ship(source: Path, folder: Path = SHIPPED_DEMO_MODEL) -> None:
 def train_command_line(config: dict) -> str:
     """The `vlm demo-train` command that reproduces a recorded training config."""
     stop = f" --stop-after {config['stop_after']}" if config.get("stop_after") else ""
-    refine = f" --refine-steps {config['refine_steps']}" if config.get("refine_steps") else ""
+    refine = f" --refine-steps {config.get('refine_steps', 0)}"
     return (f"vlm demo-train --output DIR --seed {config['seed']} --steps {config['steps']}{stop}{refine} "
             f"--minutes {config['max_minutes']:g} --threads {config['threads']}")
 
@@ -106,11 +106,14 @@ def _how_it_was_made(stats: dict) -> str:
     config = stats["config"]
     lines = [f"    {train_command_line(config)}", "    vlm demo-ship DIR"]
     if stats.get("resumed_from"):
-        first = train_command_line({**config, "refine_steps": 0})
+        first = train_command_line({**config, "refine_steps": 0,
+                                    "threads": stats.get("first_schedule_threads", config["threads"])})
         lines += ["", "It was made in two steps, the first schedule and then the refine schedule on its output "
                       "(`--resume-from` checks that the saved model is this recipe's first schedule):", "",
                   f"    {first.replace('DIR', 'FIRST')}",
-                  f"    {train_command_line(config)} --resume-from FIRST"]
+                  f"    {train_command_line(config)} --resume-from FIRST", "",
+                  "Another `--threads` can change the last bits of float sums: the same recipe, a model of the "
+                  "same quality, not the same bits."]
     return "\n".join(lines)
 
 

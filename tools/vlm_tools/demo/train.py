@@ -168,7 +168,8 @@ def _resume(config: DemoConfig, folder: Path, show_progress: bool, snapshots) ->
         raise ValueError(f"{folder} is not this recipe's first schedule (different: "
                          f"{different or 'steps done, or already refined'})")
     vlm = load_vlm(checkpoint_directory(folder))
-    stats = {**stats, "config": asdict(config), "resumed_from": str(folder)}
+    stats = {**stats, "config": asdict(config), "resumed_from": str(folder),
+             "first_schedule_threads": stats["config"]["threads"]}
     stats = _refine(vlm, config, stats, show_progress, snapshots)
     vlm.vision.eval()
     vlm.language_model.eval()
