@@ -71,13 +71,17 @@ def secret_argv_library() -> Path:
         raise TritonServerError("no C compiler (cc) to build the library that keeps the admin key off "
                                 "tritonserver's command line; install gcc")
     library.parent.mkdir(parents=True, exist_ok=True)
-    source, partial = library.with_suffix(".c"), library.with_suffix(f".{os.getpid()}.tmp")
+    # per-process names: a second process compiling meanwhile never reads a half-written source or library
+    source, partial = library.with_suffix(f".{os.getpid()}.c"), library.with_suffix(f".{os.getpid()}.tmp")
     source.write_text(_SOURCE)
-    result = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(source)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise TritonServerError(f"compiling {source} failed:\n{result.stderr.strip()}")
-    partial.replace(library)
+    try:
+        result = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(source)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise TritonServerError(f"compiling {source} failed:\n{result.stderr.strip()}")
+        partial.replace(library)
+    finally:
+        source.unlink(missing_ok=True)
     return library
 
 
