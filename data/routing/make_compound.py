@@ -8,8 +8,8 @@ Rows are {"text": query, "tasks": [tasks in protocol.TASKS order]}:
 - single-task negatives: one task whose wording still joins things ("is there a cat and a dog?" is VQA only,
   "detect cats and dogs" is OD only, "describe the man and his dog" is caption only).
 
-compound_heldout.jsonl is hand-written separately; generated queries that match it after normalisation are
-dropped, as are those matching the single-task heldout.jsonl.
+The held-out sets (compound_heldout*.jsonl, heldout*.jsonl) are hand-written separately; generated queries
+that match one after normalisation are dropped.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import json
 import random
 import re
 
-from make_train import ADJ, BOXES, HERE, IMG, OBJS, PERSON, STATE, THING, THIS, decorate, fill, normalise, plural
+from make_train import (ADJ, BOXES, HERE, IMG, OBJS, PERSON, STATE, THING, THIS, decorate, fill, held_out_texts,
+                        normalise, plural)
 
 SEED = 4321
 PER_PAIR = 420          # per unordered task pair
@@ -167,8 +168,7 @@ def generate(make, n: int, tasks: tuple[str, ...], rng: random.Random, seen: set
 
 def main() -> None:
     rng = random.Random(SEED)
-    seen = {normalise(json.loads(line)["text"]) for name in ("heldout.jsonl", "compound_heldout.jsonl")
-            for line in open(HERE / name) if line.strip()}
+    seen = held_out_texts()
     rows = []
     for pair in itertools.combinations(TASK_ORDER, 2):
         rows += generate(lambda r, p=pair: compound(p, r), PER_PAIR, pair, rng, seen)

@@ -1,8 +1,13 @@
 """Generate data/routing/train.jsonl: routing queries from templates, slot fillers and noise.
 
 Run from the repository root: `python data/routing/make_train.py`. Seeded, so the output is reproducible.
-heldout.jsonl is hand-written separately; any generated query that matches a held-out one after
-normalisation is dropped so the held-out set stays unseen.
+The held-out sets (heldout*.jsonl, compound_heldout*.jsonl) are hand-written separately; any generated query
+that matches a held-out one after normalisation is dropped so they stay unseen.
+
+Besides plain requests the templates cover the shapes of the demo scenes ("how many triangles"), terse
+requests ("boxes"), indirect ones ("can you tell me whether ..."), a neutral first sentence ("i took this
+yesterday. describe it") and a task ruled out before another is asked for ("no caption needed. detect the
+cars"), so the router reads "caption" in "skip the caption" as no request for one.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PER_TASK = 420
+PER_TASK = 600
 SEED = 1234
 
 IMG = ["image", "picture", "photo", "pic", "photograph", "shot", "snapshot", "frame", "img"]
@@ -40,6 +45,14 @@ CAPTION = [
     "write a {adj} story-like description of the scene", "produce a {adj} caption for social media",
     "what does {this} {img} look like", "give {this} {img} a caption", "can you describe the scene in {this} {img}",
     "describe the {img} in one sentence", "what am i looking at", "summarize the contents of {this} {img}",
+    # terse
+    "caption please", "description", "summary", "overview", "alt text", "{adj} caption", "{adj} description",
+    # indirect
+    "any idea what {this} {img} shows", "can you tell me what {this} {img} is about", "how would you describe it",
+    "i'd like to know what {this} {img} shows", "do you know what is going on in {this} {img}",
+    "what would you say {this} {img} shows", "i'm curious what the scene is", "what is this a {img} of",
+    # a question about the whole image, not one thing in it
+    "what have we got here", "what's this", "what is this", "what's the {img} about", "what's the gist",
 ]
 
 OBJS = ["objects", "items", "things", "people", "cars", "animals", "persons", "vehicles", "dogs", "faces",
@@ -63,11 +76,19 @@ OD = [
     "where is each object", "give me the positions of {all} {objs}", "spot {all} {objs}",
     "object localization for {this} {img}", "point out where the {objs} are with {boxes}",
     "find and mark {all} {objs}", "detect every object you can", "what are the coordinates of the {objs}",
+    # terse
+    "boxes", "bounding boxes", "detections", "bboxes", "{boxes} only", "{objs} with {boxes}", "detect",
+    # indirect
+    "could you tell me where {all} {objs} are", "i'd like to know where {all} {objs} are",
+    "can you show me where each object is", "would you mind boxing {all} {objs}",
+    "is it possible to get {boxes} for {all} {objs}", "do you think you could locate {all} {objs}",
 ]
 
 THING = ["car", "dog", "cat", "man", "woman", "boy", "girl", "bus", "ball", "shirt", "table", "sky", "house",
          "bike", "horse", "kite", "laptop", "phone", "cup", "tree", "train", "sign", "bird", "child", "wall",
-         "umbrella", "truck", "door", "player", "baby", "food", "jacket", "boat", "bench", "cake", "bag"]
+         "umbrella", "truck", "door", "player", "baby", "food", "jacket", "boat", "bench", "cake", "bag",
+         "triangle", "circle", "square", "rectangle", "shape", "star"]
+COLOUR = ["red", "blue", "green", "yellow", "white", "black", "orange", "purple", "grey"]
 PERSON = ["man", "woman", "boy", "girl", "child", "person", "player", "chef", "lady", "guy", "kid",
           "person on the right", "man in the red shirt", "baby", "skier", "surfer"]
 STATE = ["happy", "sad", "open", "closed", "wet", "empty", "full", "red", "old", "new", "asleep", "clean",
@@ -91,16 +112,46 @@ VQA = [
     "is the {person} sitting or standing", "what is the {thing} doing", "can you see a {thing}",
     "what number is on the {thing}", "why is the {person} {state}", "how tall is the {thing}",
     "what season is it", "is the {thing} {state} or not", "does it look cold outside",
+    "what colour is the {thing}", "is the {thing} {colour}", "is there a {colour} {thing}", "how many {colour} {things}",
+    "which {thing} is the largest", "is the {thing} left of the {thing}", "what is above the {thing}",
+    # terse
+    "{thing} {state}?", "how many {things}?", "any {things}?", "colour of the {thing}?", "number of {things}?",
+    "{thing} colour?", "{colour} or {colour}?",
+    # indirect
+    "can you tell me {question}", "i'd like to know {question}", "i wonder {question}", "do you know {question}",
+    "any idea {question}", "i'm curious {question}", "could you check {question}",
+]
+EMBEDDED_QUESTION = [
+    "whether the {thing} is {state}", "what colour the {thing} is", "how many {things} there are",
+    "if it is raining", "what the {person} is holding", "if the {person} is smiling", "whether there is a {thing}",
+    "which {thing} is bigger", "what is written on the {thing}", "if the {thing} is {colour}",
 ]
 
-QUESTION_START = re.compile(r"^(what|how|is|are|does|do|where|who|which|why|can|could|would)\b")
+# A task ruled out, then another asked for: "<ruled out><connector><request>".
+RULED_OUT = {
+    "caption": {"noun": ["caption", "description", "summary", "alt text"], "verb": ["describe", "caption", "summarize"]},
+    "od": {"noun": ["boxes", "bounding boxes", "detection", "coordinates", "object list"],
+           "verb": ["detect anything", "box anything", "locate the objects"]},
+}
+RULE_OUT = ["no {noun} needed", "skip the {noun}", "forget the {noun}", "never mind the {noun}", "no {noun} please",
+            "i don't need the {noun}", "without the {noun}", "don't {verb}", "you don't have to {verb}",
+            "{noun} not required", "not the {noun}"]
+RULED_OUT_THEN = [". ", ", ", ". just ", ", just ", ". only ", "; ", ". instead ", " - "]
+FIRST_SENTENCE = ["i took this yesterday", "here is an image", "this one is from my phone", "quick one",
+                  "i need some help", "this is for a report", "my friend sent me this", "it's a test image",
+                  "here's a drawing", "this came in today", "new upload", "one more picture"]
+
+QUESTION_START = re.compile(r"^(what|how|is|are|does|do|where|who|which|why|can|could|would|any)\b")
 
 
 def fill(template: str, rng: random.Random) -> str:
     """Replace each {slot} with a random filler (several occurrences of a slot draw independently)."""
     slots = {"img": IMG, "this": THIS, "adj": ADJ, "objs": OBJS, "all": ALL, "boxes": BOXES, "thing": THING,
-             "things": [plural(t) for t in THING], "person": PERSON, "state": STATE}
-    text = re.sub(r"\{(\w+)\}", lambda m: rng.choice(slots[m.group(1)]), template)
+             "things": [plural(t) for t in THING], "person": PERSON, "state": STATE, "colour": COLOUR,
+             "question": EMBEDDED_QUESTION}
+    for _ in range(2):                  # {question} holds slots of its own
+        template = re.sub(r"\{(\w+)\}", lambda m: rng.choice(slots[m.group(1)]), template)
+    text = template
     return re.sub(r"\s+", " ", text).strip()
 
 
@@ -119,10 +170,12 @@ def typo(word: str, rng: random.Random) -> str:
     return word[:i] + word[i + 1:] if kind == "drop" else word[:i] + word[i] + word[i:]
 
 
-def decorate(text: str, rng: random.Random) -> str:
-    """Politeness, punctuation, casing and the occasional typo, so surface form varies."""
+def decorate(text: str, rng: random.Random, *, opener: bool = True) -> str:
+    """Politeness, punctuation, casing and the occasional typo, so surface form varies. `opener` False: no
+    "please " / "can you " in front (terse requests: "can you boxes" is no one's English)."""
     is_question = bool(QUESTION_START.match(text))
-    text = (rng.choice(["", "", "hey, ", "quick question: ", "so "]) if is_question else rng.choice(POLITE)) + text
+    if opener:
+        text = (rng.choice(["", "", "hey, ", "quick question: ", "so "]) if is_question else rng.choice(POLITE)) + text
     text += rng.choice(["?", "?", "", " ?"] if is_question else ["", ".", "!", ""]) + rng.choice(TAIL)
     words = text.split()
     if rng.random() < 0.2:
@@ -137,10 +190,35 @@ def normalise(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
+def ruled_out(task: str, rng: random.Random) -> str:
+    """A phrase ruling out another task than `task`: "skip the caption", "no boxes needed"."""
+    other = rng.choice([t for t in RULED_OUT if t != task])
+    words = RULED_OUT[other]
+    return re.sub(r"\{(noun|verb)\}", lambda m: rng.choice(words[m.group(1)]), rng.choice(RULE_OUT))
+
+
+def with_context(text: str, task: str, rng: random.Random) -> str:
+    """Sometimes a neutral first sentence or a ruled-out task before the (decorated) request."""
+    draw = rng.random()
+    if draw < 0.12:
+        first = rng.choice(FIRST_SENTENCE) + rng.choice([". ", "! ", ", "])
+    elif draw < 0.27:
+        first = ruled_out(task, rng) + rng.choice(RULED_OUT_THEN)
+    else:
+        return text
+    return (first.capitalize() if rng.random() < 0.5 else first) + text
+
+
+def takes_opener(template: str) -> bool:
+    """Terse ("boxes") and first-person ("i'd like to know ...") requests get no "please " / "can you " before
+    them: "can you boxes" is no one's English."""
+    return len(template.split()) > 3 and not re.match(r"i\b|i'", template)
+
+
 def generate(templates: list[str], task: str, rng: random.Random, banned: set[str]) -> list[dict]:
     rows, seen = [], set(banned)
     for template in itertools.islice(itertools.cycle(templates), 50 * PER_TASK):
-        text = decorate(fill(template, rng), rng)
+        text = with_context(decorate(fill(template, rng), rng, opener=takes_opener(template)), task, rng)
         if normalise(text) not in seen:
             seen.add(normalise(text))
             rows.append({"text": text, "task": task})
@@ -148,9 +226,15 @@ def generate(templates: list[str], task: str, rng: random.Random, banned: set[st
     return rows[:PER_TASK]
 
 
+def held_out_texts() -> set[str]:
+    """Every hand-written held-out query, normalised."""
+    return {normalise(json.loads(line)["text"]) for path in sorted(HERE.glob("*heldout*.jsonl"))
+            for line in open(path) if line.strip()}
+
+
 def main() -> None:
     rng = random.Random(SEED)
-    heldout = {normalise(json.loads(line)["text"]) for line in open(HERE / "heldout.jsonl")}
+    heldout = held_out_texts()
     rows = [row for templates, task in ((CAPTION, "caption"), (OD, "od"), (VQA, "vqa"))
             for row in generate(templates, task, rng, heldout)]
     rng.shuffle(rows)

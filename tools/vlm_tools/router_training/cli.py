@@ -34,8 +34,10 @@ def _add_train(subparsers) -> None:
     train.add_argument("--heads-only", action="store_true",
                        help="write only the heads and name the packaged encoder (a few KB; how the shipped router "
                             "minivlm/routing/minilm_router/ is made)")
-    train.add_argument("--head-steps", type=int, default=300)
+    train.add_argument("--head-steps", type=int, default=600)
     train.add_argument("--calibration-fraction", type=float, default=0.2)
+    train.add_argument("--no-spelling", action="store_true",
+                       help="no key-word spelling correction before tokenizing (minivlm/routing/spelling.py)")
     _common(train, _cmd_train)
 
 
@@ -73,7 +75,8 @@ def _cmd_train(args) -> int:
     from vlm_tools.router_training.train import TrainConfig, train_minilm_router
 
     _setup(args)
-    config = TrainConfig(seed=args.seed, head_steps=args.head_steps, calibration_fraction=args.calibration_fraction)
+    config = TrainConfig(seed=args.seed, head_steps=args.head_steps, calibration_fraction=args.calibration_fraction,
+                         spelling=not args.no_spelling)
     report = train_minilm_router(args.output, train_path=args.data, compound_path=args.compound_data,
                                  config=config, progress=not args.json, heads_only=args.heads_only)
     heldout, compound, text = _evaluate(args.output, args.heldout, args.compound_heldout, None)
