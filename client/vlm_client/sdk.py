@@ -201,7 +201,7 @@ class _ClientBase:
             return self._tc.InferenceServerClient(self.url, ssl=True, **self.tls)
         if self._aio:
             return self._tc.InferenceServerClient(self.url, conn_timeout=self.timeout_s + CLIENT_GRACE_S)
-        return self._tc.InferenceServerClient(self.url, connection_timeout=self.timeout_s,
+        return self._tc.InferenceServerClient(self.url, connection_timeout=self.timeout_s + CLIENT_GRACE_S,
                                               network_timeout=self.timeout_s + CLIENT_GRACE_S)
 
     def _call_kwargs(self) -> dict[str, Any]:

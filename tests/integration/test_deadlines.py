@@ -31,31 +31,32 @@ def test_an_expired_150_token_request_stops_consuming_decode_steps(server, proto
     image = make_image(90)
     with VLMClient(url, protocol=protocol, timeout_s=60) as patient:
         start = decoded_rows(server)
-        began = time.monotonic()
         full = patient.ask(image, "find the objects", **LONG_OD)
-        took_s = time.monotonic() - began
         full_steps = decoded_rows(server) - start
     assert full.completion_tokens == 150 and full.finish_reason == "length"
     assert full_steps == 150
 
-    # The same request with a deadline a quarter of the time it took: it gets the server's clear error, and
-    # its row leaves the batch at the deadline instead of decoding its 150 tokens.
-    with VLMClient(url, protocol=protocol, timeout_s=took_s / 4, retries=0) as hurried:
+    # The same request with a 5 ms deadline (counted from when the generator receives it): it gets the server's
+    # clear error, and its row leaves the batch instead of decoding its 150 tokens. (The tiny model decodes
+    # them in about 30 ms, too little for a deadline to land mid-way reliably; tests/unit/test_scheduler.py
+    # stops a request mid-decode with slowed steps.)
+    with VLMClient(url, protocol=protocol, timeout_s=0.005, retries=0) as hurried:
         start = decoded_rows(server)
         with pytest.raises(DeadlineExceeded) as info:
             hurried.ask(image, "find the objects", **LONG_OD)
         spent = decoded_rows(server) - start
     assert info.value.step == "generator" and info.value.message.startswith("deadline exceeded: ")
     assert info.value.status in ("UNAVAILABLE", "503")
-    assert spent < 0.75 * full_steps, (spent, took_s)
+    assert spent < full_steps / 4, spent
 
 
 def test_neighbours_of_an_expired_request_are_answered_whole(server):
-    """The row that leaves does not disturb the rows decoding beside it (their greedy answers are unchanged)."""
+    """A request that expires beside another leaves the other's greedy answer unchanged (rows dropped mid-decode
+    are checked in tests/unit/test_continuous.py and test_scheduler.py, where a deadline can land mid-way)."""
     image = make_image(91)
     with VLMClient(server.grpc_url, timeout_s=60) as patient:
         alone = patient.ask(image, "[CAPTION]", temperature=0.0, max_new_tokens=40)
-        with VLMClient(server.grpc_url, timeout_s=0.05, retries=0) as hurried:
+        with VLMClient(server.grpc_url, timeout_s=0.005, retries=0) as hurried:
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 expiring = pool.submit(hurried.ask, make_image(92), "find the objects", **LONG_OD)
                 beside = pool.submit(patient.ask, image, "[CAPTION]", temperature=0.0, max_new_tokens=40)
