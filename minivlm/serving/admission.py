@@ -42,7 +42,8 @@ def door_address(server_pid: int) -> bytes:
 class AdmissionDoor:
     """Counts the requests in the pipeline; `admission()` lets one in or raises ServerBusyError."""
 
-    def __init__(self, max_in_flight: int, *, address: bytes | None, lease_s: float = 120.0):
+    def __init__(self, max_in_flight: int, *, address: bytes | None, lease_s: float = 120.0, metrics=None):
+        """`metrics`: a DoorMetrics (minivlm.serving.metrics), or None."""
         if max_in_flight < 1:
             raise ValueError(f"max_requests_in_flight must be >= 1, got {max_in_flight}")
         self.max_in_flight, self.address, self.lease_s = max_in_flight, address, lease_s
@@ -50,6 +51,7 @@ class AdmissionDoor:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._socket: socket.socket | None = None
+        self.metrics, self._reported, self._last_report = metrics, 0, 0.0
 
     def start(self) -> AdmissionDoor:
         if self.address is not None:
@@ -70,6 +72,8 @@ class AdmissionDoor:
         with self._lock:
             self._expire(now)
             if len(self._admitted) >= self.max_in_flight:
+                if self.metrics is not None:
+                    self.metrics.refusals.increment(1)
                 raise ServerBusyError(f"{len(self._admitted)} requests are in the pipeline "
                                       f"(max_requests_in_flight={self.max_in_flight}); retry later")
             self._admitted.append(now)
@@ -106,9 +110,20 @@ class AdmissionDoor:
                 try:
                     rings = self._socket.recv(64)
                 except socket.timeout:
-                    continue
+                    rings = b""
                 for _ in rings:
                     self.left()
+                self._report()
+
+    def _report(self) -> None:
+        """The gauge, when it changed and at most every RECV_TIMEOUT_S (each set is a message to the server)."""
+        now = time.monotonic()
+        if self.metrics is None or now - self._last_report < RECV_TIMEOUT_S:
+            return
+        self._last_report, count = now, self.in_flight
+        if count != self._reported:
+            self.metrics.in_flight.set(count)
+            self._reported = count
 
     def close(self) -> None:
         """Stop listening; the address is free again within RECV_TIMEOUT_S."""

@@ -13,6 +13,8 @@ custom metrics API). Names follow Prometheus: base units, `_seconds`, `_total` f
 | `vlm_waiting_requests` | gauge | | requests waiting for a decoding slot |
 | `vlm_refused_requests_total` | counter | reason | `invalid_request`, `queue_full`, `shutting_down`, `deadline_exceeded`, `cancelled` (the last two after admission too) |
 | `vlm_decoded_rows_total` | counter | | rows decoded, summed over decode steps (what requests cost in steps; reported every 64, and when idle) |
+| `vlm_pipeline_requests` | gauge | | requests the admission door (preprocess) let in and not answered yet (updated every 0.25 s at most) |
+| `vlm_door_refusals_total` | counter | | requests the admission door refused because the pipeline was full |
 
 Every label value is known in advance, so every series exists from the start (a dashboard sees zeros, not
 gaps) and the decoding thread only increments. `pb_utils` is passed in, as everywhere in serving; tests pass
@@ -99,6 +101,20 @@ class GeneratorMetrics:
             self._load = (live_rows, waiting)
             self.live_rows.set(live_rows)
             self.waiting.set(waiting)
+
+
+class DoorMetrics:
+    """The admission door's, from the preprocess stub (minivlm/serving/admission.py)."""
+
+    def __init__(self, pb_utils):
+        family = pb_utils.MetricFamily
+        self._families = [
+            family(name="vlm_pipeline_requests", description="Requests in the pipeline, let in by the admission door",
+                   kind=family.GAUGE),
+            family(name="vlm_door_refusals_total", description="Requests refused by the admission door",
+                   kind=family.COUNTER)]
+        self.in_flight = self._families[0].Metric(labels={})
+        self.refusals = self._families[1].Metric(labels={})
 
 
 def refusal_reason(error: BaseException) -> str | None:

@@ -85,3 +85,33 @@ def test_a_second_door_waits_for_the_address_to_be_free(address):
         _until(lambda: second.in_flight == 0)
     finally:
         second.close()
+
+
+class _Recorder:
+    def __init__(self):
+        self.values = []
+
+    def set(self, value):
+        self.values.append(value)
+
+    def increment(self, value):
+        self.values.append(value)
+
+
+def test_the_door_reports_its_count_and_refusals(address):
+    metrics = type("DoorMetrics", (), {})()
+    metrics.in_flight, metrics.refusals = _Recorder(), _Recorder()
+    door = AdmissionDoor(1, address=address, metrics=metrics).start()
+    try:
+        with door.admission():
+            pass
+        with pytest.raises(ServerBusyError):
+            with door.admission():
+                pass
+        assert metrics.refusals.values == [1]
+        _until(lambda: metrics.in_flight.values[-1:] == [1])
+        time.sleep(0.1)
+        DoorBell(address).ring()
+        _until(lambda: metrics.in_flight.values[-1:] == [0])
+    finally:
+        door.close()

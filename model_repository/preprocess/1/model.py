@@ -11,6 +11,7 @@ import triton_python_backend_utils as pb_utils
 
 from minivlm.serving.admission import AdmissionDoor, door_address
 from minivlm.serving.config import PreprocessStepConfig
+from minivlm.serving.metrics import DoorMetrics
 from minivlm.serving.preprocess_step import PreprocessStep
 from minivlm.serving.triton_glue import output_rows, query_outputs, read_rows, respond_each
 from vlm_client import protocol as P
@@ -19,7 +20,8 @@ from vlm_client import protocol as P
 class TritonPythonModel:
     def initialize(self, args):
         config = PreprocessStepConfig.from_args(args)
-        self.door = AdmissionDoor(config.max_requests_in_flight, address=door_address(os.getppid())).start()
+        self.door = AdmissionDoor(config.max_requests_in_flight, address=door_address(os.getppid()),
+                                  metrics=DoorMetrics(pb_utils)).start()
         self.step = PreprocessStep.load(Path(args["model_repository"]) / args["model_version"])
 
     def execute(self, requests):
