@@ -17,7 +17,13 @@ from minivlm.export.router import CalibratedRouter, export_router, router_inputs
 from minivlm.export.specs import ROUTER_SPEC
 from minivlm.routing.loading import load_router
 from minivlm.routing.lstm import LSTMRouter, save_notebook_checkpoint
-from minivlm.routing.minilm import SCORES_HEAD_FILE, build_pretrained_router, pretrained_encoder_dir, save_minilm_router
+from minivlm.routing.minilm import (
+    SCORES_HEAD_FILE,
+    SHIPPED_ROUTER,
+    build_pretrained_router,
+    pretrained_encoder_dir,
+    save_minilm_router,
+)
 from minivlm.routing.multilabel import is_compound
 from minivlm.routing.onnx_runtime import OnnxRouter
 from vlm_client.protocol import ATTENTION_MASK, INPUT_IDS, TASK_PROBS, TASK_SCORES
@@ -61,9 +67,30 @@ def minilm_old_export(minilm_export):
     return folder, export_router(folder, folder.parent / "old_onnx" / "router.onnx")
 
 
-@pytest.fixture(params=["lstm", "minilm", "minilm_old"])
-def exported(request, lstm_export, minilm_export, minilm_old_export):
-    return {"lstm": lstm_export, "minilm": minilm_export, "minilm_old": minilm_old_export}[request.param]
+@pytest.fixture(scope="module")
+def shipped_export(tmp_path_factory):
+    """What `vlm export` serves by default: the shipped heads on the packaged encoder, with spelling correction."""
+    torch.set_num_threads(1)
+    return SHIPPED_ROUTER, export_router(SHIPPED_ROUTER, tmp_path_factory.mktemp("shipped") / "router.onnx")
+
+
+@pytest.fixture(params=["lstm", "minilm", "minilm_old", "shipped"])
+def exported(request, lstm_export, minilm_export, minilm_old_export, shipped_export):
+    return {"lstm": lstm_export, "minilm": minilm_export, "minilm_old": minilm_old_export,
+            "shipped": shipped_export}[request.param]
+
+
+def test_the_served_router_corrects_slips_as_the_in_process_one_does(shipped_export):
+    source, report = shipped_export
+    typed = ["descirbe teh imgae", "detcet the objcts", "waht colour is the sqaure"]
+    meant = ["describe teh image", "detect the objects", "what colour is the square"]
+    served, in_process = OnnxRouter(report.path), load_router(source)
+    assert served.tokenizer.spec == in_process.tokenizer.spec and served.tokenizer.spec.spelling_words
+    got, want, corrected = served.predict(typed), in_process.predict(typed), in_process.predict(meant)
+    for a, b in ((got, want), (want, corrected)):
+        np.testing.assert_allclose(a.probs, b.probs, atol=ROUTER_SPEC.tolerance, rtol=0)
+        np.testing.assert_allclose(a.scores, b.scores, atol=ROUTER_SPEC.tolerance, rtol=0)
+    np.testing.assert_array_equal(got.probs.argmax(axis=1), [0, 1, 2])
 
 
 def test_graph_declares_the_protocol_tensors(exported):
