@@ -6,8 +6,9 @@ On a CPU shared with other busy processes use --threads 1: with 2, every paralle
 preempted OpenMP thread and all numbers (HF's too) swing by several times.
 
 Full-size SmolLM-135M shapes with random weights. Every repetition times one step of every (batch, backend)
-pair and one pass of the bandwidth probe, so a noisy, shared CPU slows all of them alike; medians are
-printed. The bound is the bytes one step must read (weights + the KV cache so far) over the probe's bandwidth.
+pair, so a noisy, shared CPU slows all of them alike; medians are printed. The bound is the bytes one step
+must read (weights + the KV cache so far) over the machine's bandwidth: the best of several kernels
+(vlm_tools.bench.probe), probed before and after the steps.
 Opt-in weight formats (--variants) are also timed, and their accuracy measured against fp32: top-1 agreement
 and max |logit difference| over teacher-forced steps (random weights: a trained model's logits are more
 decisive, so agreement there should be higher).
@@ -23,6 +24,8 @@ from transformers import DynamicCache, LlamaForCausalLM
 
 from minivlm.decoding.llama_decoder import LlamaDecoder
 from minivlm.model.shapes import full_language_config
+from vlm_tools.bench.machine import best_of, measure_machine
+from vlm_tools.bench.probe import format_readings
 
 
 def timed(fn) -> float:
@@ -55,13 +58,6 @@ class FastStep:
         return self.decoder.step(tokens, self.cache)
 
 
-def bandwidth_probe(megabytes: int = 576):
-    """x @ W over one fp32 matrix far larger than the caches: the rate a decode step can stream weights."""
-    weight = torch.randn(1024, megabytes * 2**20 // 4096)              # (K, N) fp32
-    x = torch.randn(1, 1024)
-    return weight.numel() * 4, lambda: x @ weight
-
-
 def step_bytes(lm, batch: int, length: int) -> int:
     """Weights (the tied embedding read once, as the lm_head) + every layer's K and V up to `length`."""
     c = lm.config
@@ -76,7 +72,6 @@ def prefixes(lm, batch: int, length: int, seed: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def time_steps(lm, decoders: dict[str, LlamaDecoder], args) -> dict:
-    size, probe = bandwidth_probe()
     runners = {(b, "hf"): HFStep(lm, prefixes(lm, b, args.prefix, b)) for b in args.batches}
     runners |= {(b, name): FastStep(d, prefixes(lm, b, args.prefix, b), args.repeats + 2)
                 for b in args.batches for name, d in decoders.items()}
@@ -84,13 +79,11 @@ def time_steps(lm, decoders: dict[str, LlamaDecoder], args) -> dict:
     # warm-up (allocator, thread pools), and the fast decoder's distance from HF on identical inputs
     first = {key: run(tokens[key[0]]) for key, run in runners.items()}
     diff = max(float((first[(b, "hf")] - first[(b, "fp32")]).abs().max()) for b in args.batches)
-    probe()
-    times = {key: [] for key in runners} | {"probe": []}
+    times = {key: [] for key in runners}
     for _ in range(args.repeats):
-        times["probe"].append(timed(probe))
         for (b, name), run in runners.items():
             times[(b, name)].append(timed(lambda: run(tokens[b])))
-    return {key: statistics.median(v) for key, v in times.items()} | {"probe_bytes": size, "hf_diff": diff}
+    return {key: statistics.median(v) for key, v in times.items()} | {"hf_diff": diff}
 
 
 @torch.inference_mode()
@@ -139,9 +132,12 @@ def main() -> None:
     decoders = {name: LlamaDecoder.from_hf(lm, precision=name) for name in ["fp32", *args.variants]}
     print(f"threads {args.threads}, prefix {args.prefix}, median of {args.repeats} interleaved steps")
 
+    weight_bytes = step_bytes(lm, 1, 0)
+    before = measure_machine(weight_bytes)
     t = time_steps(lm, decoders, args)
-    gbps = t["probe_bytes"] / t["probe"] / 1e9
-    print(f"bandwidth probe: {t['probe_bytes'] / 1e6:.0f} MB in {t['probe'] * 1e3:.1f} ms = {gbps:.1f} GB/s")
+    machine = best_of(before, measure_machine(weight_bytes))
+    gbps = machine.rates.bandwidth_gb_s
+    print(f"machine probe, best of before and after the steps:\n{format_readings(machine.readings)}")
     names = ["hf", *decoders]
     header = " ".join(f"{n + ' ms':>9}" for n in names)
     print(f"{'batch':>5} {'bound ms':>9} {header} {'hf/fp32':>8} {'fp32/bound':>10}")

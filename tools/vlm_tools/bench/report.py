@@ -88,10 +88,16 @@ def format_table(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
+def _kernel(report: BenchReport, key: str) -> str:
+    """The probe kernel that set a rate (reports saved before the multi-kernel probe name none)."""
+    return f" ({report.machine[key]})" if key in report.machine else ""
+
+
 def format_bounds(report: BenchReport) -> str:
     rates, steps = report.machine["rates"], report.bound_steps
     lines = [f"machine: {report.machine['cpu']}, {report.machine['cores']} cores; weights read at "
-             f"{rates['bandwidth_gb_s']:.1f} GB/s, fp32 GEMM {rates['matmul_gflop_s']:.0f} GFLOP/s",
+             f"{rates['bandwidth_gb_s']:.1f} GB/s{_kernel(report, 'bandwidth_kernel')}, fp32 GEMM "
+             f"{rates['matmul_gflop_s']:.0f} GFLOP/s{_kernel(report, 'matmul_kernel')}",
              f"bound: decode step >= {steps['decode_step_batch1_s'] * 1e3:.1f} ms at batch 1 "
              f"({steps['lm_weight_mb']:.0f} MB of weights), image encoding >= {steps['image_encode_s'] * 1e3:.0f} ms, "
              f"prefill of {steps['prefill_positions']} positions >= {steps['prefill_s'] * 1e3:.0f} ms"]

@@ -95,7 +95,7 @@ def _apply_bounds(report: BenchReport, vlm: MiniVLM, workload: list[WorkItem], c
                  for i in workload[:len(task_cycle(options.task_mix))]]
     batches = sorted({1, *(min(c, 16) for c in options.concurrency)})
     positions = costs.image_positions + max(r.prompt_tokens for r in one_round)
-    report.machine = {**asdict(machine), "rates": asdict(rates)}
+    report.machine = {**asdict(machine), **machine.summary(), "rates": asdict(rates)}
     report.bounds = {b: roofline.workload_bound(costs, rates, one_round, batch=b) for b in batches}
     report.bound_steps = {"decode_step_batch1_s": roofline.decode_step_s(costs, rates, context=positions),
                           "lm_weight_mb": costs.lm_weight_bytes / 1e6,
