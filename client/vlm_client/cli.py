@@ -70,7 +70,8 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=tuple(DEFAULT_URLS), default="grpc",
                         help="transport (default grpc)")
     parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, metavar="F",
-                        help=f"seconds to wait for each request (default {DEFAULT_TIMEOUT_S:g})")
+                        help=f"each request's deadline: the server stops decoding it then (default "
+                             f"{DEFAULT_TIMEOUT_S:g})")
     parser.add_argument("--tls-ca", metavar="PEM", help="gRPC over TLS: the CA that signed the server's certificate")
     parser.add_argument("--tls-cert", metavar="PEM", help="mutual TLS: this client's certificate")
     parser.add_argument("--tls-key", metavar="PEM", help="mutual TLS: this client's private key")
