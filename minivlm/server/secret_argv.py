@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from minivlm.server.discovery import TritonServerError
@@ -91,3 +92,23 @@ def secret_environment(env: dict[str, str], secret: str) -> dict[str, str]:
         raise ValueError("the secret must be non-empty and must not contain the placeholder")
     preload = " ".join(filter(None, [str(secret_argv_library()), env.get("LD_PRELOAD")]))
     return {**env, "LD_PRELOAD": preload, SECRET_ENV: secret}
+
+
+def exec_with_admin_key(args: list[str], env: dict[str, str] | None = None) -> None:
+    """Replace this process with `args`, the admin key wherever they say PLACEHOLDER: the container's way of
+    starting tritonserver (docker/entrypoint.sh). The key comes from the file named by $ADMIN_KEY_FILE (a
+    mounted secret) or from $ADMIN_KEY; the program inherits neither variable."""
+    env = dict(os.environ if env is None else env)
+    key_file, key = env.pop("ADMIN_KEY_FILE", ""), env.pop("ADMIN_KEY", "")
+    if key_file:
+        key = Path(key_file).read_text().strip()
+    if not key:
+        raise SystemExit("set ADMIN_KEY_FILE (a file holding the admin key) or ADMIN_KEY")
+    if not args:
+        raise SystemExit("usage: python -m minivlm.server.secret_argv PROGRAM [ARG ...]  (PLACEHOLDER " +
+                         PLACEHOLDER + " in an ARG becomes the admin key)")
+    os.execvpe(args[0], args, secret_environment(env, key))
+
+
+if __name__ == "__main__":
+    exec_with_admin_key(sys.argv[1:])

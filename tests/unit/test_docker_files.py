@@ -104,9 +104,20 @@ def test_entrypoint_exports_when_no_repository_is_built(instructions):
     script = (DOCKER / "entrypoint.sh").read_text()
     assert script.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in script
     assert "built_from_this_template" in script and "vlm export" in script and "--device gpu" in script
-    assert "exec tritonserver" in script and "--strict-readiness=true" in script
+    assert "exec python3 -m minivlm.server.secret_argv tritonserver" in script
+    assert "--strict-readiness=true" in script
     copied = [args for keyword, args in instructions if keyword == "COPY"]
     assert any(args.startswith("docker/entrypoint.sh ") for args in copied)
+
+
+def test_the_admin_key_never_reaches_a_command_line():
+    """Any user of the host reads a container process's /proc/PID/cmdline: the key goes through secret_argv,
+    whose library the image compiles as the server's user."""
+    script = (DOCKER / "entrypoint.sh").read_text()
+    assert "$ADMIN_KEY" not in script.replace("${ADMIN_KEY:-}", "") and "ADMIN_KEY_FILE" in script
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    user = dockerfile.index("USER vlm")
+    assert dockerfile.index("secret_argv_library()") > user and "gcc" in dockerfile[:user]
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)

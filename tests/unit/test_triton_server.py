@@ -241,3 +241,26 @@ def test_command_sets_the_trace_file_only_when_asked(tmp_path):
     assert _flag(_server(tmp_path).command(tmp_path / "b"), "trace-config") == []
     command = _server(tmp_path, trace_file=tmp_path / "t.json").command(tmp_path / "b")
     assert _flag(command, "trace-config") == ["mode=triton", f"triton,file={(tmp_path / 't.json').resolve()}"]
+
+
+def test_the_container_entry_execs_a_program_with_the_key_only_in_its_arguments(tmp_path):
+    """docker/entrypoint.sh's way of starting tritonserver, with /bin/sh standing in for it: the program's argv
+    holds the key, its /proc cmdline the placeholder, its environment neither the key nor the variables."""
+    import subprocess
+    import sys
+
+    from minivlm.server.secret_argv import PLACEHOLDER
+    key_file = tmp_path / "admin-key"
+    key_file.write_text("k3y-from-a-mounted-secret\n")
+    script = 'echo "arg=$1"; tr "\\0" " " < /proc/$$/cmdline; echo; env'
+    env = {"PATH": "/usr/bin:/bin", "ADMIN_KEY_FILE": str(key_file), "ADMIN_KEY": "ignored-when-a-file-is-named"}
+    shown = subprocess.run([sys.executable, "-m", "minivlm.server.secret_argv", "/bin/sh", "-c", script, "sh",
+                            f"admin-key={PLACEHOLDER}"], env=env, capture_output=True, text=True, check=True).stdout
+    assert "arg=admin-key=k3y-from-a-mounted-secret" in shown
+    cmdline = shown.splitlines()[1]
+    assert PLACEHOLDER in cmdline and "k3y" not in cmdline
+    environment = "\n".join(shown.splitlines()[2:])
+    assert "k3y" not in environment and "ADMIN_KEY" not in environment and "LD_PRELOAD" not in environment
+    refused = subprocess.run([sys.executable, "-m", "minivlm.server.secret_argv", "/bin/true"],
+                             env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert refused.returncode != 0 and "ADMIN_KEY_FILE" in refused.stderr
