@@ -5,11 +5,10 @@ Only the logic: no timings are asserted (measure() runs on tiny buffers to check
 import math
 import os
 
-import numpy as np
 import pytest
 import torch
 
-from vlm_tools.bench import gguf_export, probe
+from vlm_tools.bench import probe
 from vlm_tools.bench.machine import MachineReport, best_of
 from vlm_tools.bench.probe import BANDWIDTH, MATMUL, Kernel, Reading
 
@@ -68,11 +67,3 @@ def test_measure_turns_work_and_time_into_a_rate_and_restores_threads():
     assert result.rate > 0 and result.pinned and result.threads == 1
     assert torch.get_num_threads() == threads
     assert os.sched_getaffinity(0) == cores
-
-
-def test_gguf_rotary_permutation_pairs_each_heads_halves():
-    """HF's rotate-half layout (first half, second half) -> GGML's interleaved pairs, per head."""
-    w = np.arange(8, dtype=np.float32)[:, None]          # one head of dim 8: rows 0..7
-    assert gguf_export.permute_rotary(w, 1)[:, 0].tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
-    two = np.arange(8, dtype=np.float32)[:, None]        # two heads of dim 4
-    assert gguf_export.permute_rotary(two, 2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]

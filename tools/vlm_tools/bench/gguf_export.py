@@ -40,10 +40,10 @@ def gguf_tensors(state: dict[str, np.ndarray], *, layers: int, heads: int, kv_he
 
 def write_gguf(model, path: Path, qtype: str) -> Path:
     """`model` a LlamaForCausalLM with tied embeddings; `qtype` one of QTYPES."""
-    import gguf
-
     if qtype not in QTYPES:
         raise ValueError(f"qtype {qtype!r}: expected one of {QTYPES}")
+    import gguf
+
     c = model.config
     state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     tensors = gguf_tensors(state, layers=c.num_hidden_layers, heads=c.num_attention_heads,
