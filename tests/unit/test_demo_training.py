@@ -17,7 +17,7 @@ from vlm_tools.demo.scenes import generate_scenes
 from vlm_tools.demo.train import CHECKPOINT_DIR, build_demo_vlm, is_complete, save_demo, train_demo
 
 TINY = DemoConfig(steps=3, batch_size=2, warmup_steps=1, vision_hidden=32, vision_layers=1, language_hidden=32,
-                  language_layers=1, tokenizer_scenes=40, threads=2)
+                  language_layers=1, tokenizer_scenes=40, threads=2, refine_steps=0)
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ def _add_train(subparsers) -> None:
                     "in the notebook's checkpoint format (DIR/mini-vlm-routing/ plus base model folders).")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write the model into")
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
-                        help="wall-clock budget in minutes, tokenizer and saving included; on a busy machine the "
-                             "schedule is shortened to fit it (default: %(default)s)")
+                        help="wall-clock budget in minutes of the first schedule, tokenizer and saving included; on "
+                             "a busy machine that schedule is shortened to fit it (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed for the scenes and the weights (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=DemoConfig.steps,

@@ -83,7 +83,8 @@ def ship(source: Path, folder: Path = SHIPPED_DEMO_MODEL) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     write_notebook_folder(vlm, staging, with_router=False, half=True, relative=True)
     stats = json.loads((Path(source) / STATS_FILE).read_text())
-    stats["config"] = {**asdict(DemoConfig()), **stats["config"]}   # every setting, also ones added since
+    # every setting, also ones added since (a config without refine_steps predates the refine schedule)
+    stats["config"] = {**asdict(DemoConfig()), "refine_steps": 0, **stats["config"]}
     if stats["steps_done"] < stats["config"]["steps"]:      # a snapshot: the recipe stops the schedule there
         stats["config"]["stop_after"] = stats["steps_done"]
     (staging / STATS_FILE).write_text(json.dumps(stats, indent=2))
