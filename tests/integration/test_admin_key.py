@@ -15,7 +15,7 @@ from minivlm.server.discovery import free_ports
 from minivlm.server.process import server_ready
 from vlm_client import VLMClient
 from tests.integration.conftest import make_image
-from vlm_tools.bench.chaos import _group_members, _shm_regions, _tritonserver_pid
+from vlm_tools.bench.serve_process import group_members, shm_regions, tritonserver_pid
 
 
 def leaks(key: str, pids: list[int] | None = None) -> list[str]:
@@ -33,7 +33,7 @@ def leaks(key: str, pids: list[int] | None = None) -> list[str]:
 
 
 def test_admin_key_is_in_no_process_list_nor_log_and_still_works(server):
-    members = _group_members(server.process.pid)
+    members = group_members(server.process.pid)
     assert len(members) > 1                     # the server and its python stubs
     assert leaks(server.admin_key, members) == []
     assert server.admin_key not in server.log_path.read_text(errors="replace")
@@ -44,7 +44,7 @@ def test_admin_key_is_in_no_process_list_nor_log_and_still_works(server):
 def test_vlm_serve_prints_the_key_file_not_the_key_and_stops_clean(model_repository, tmp_path):
     key_file = tmp_path / "secrets" / "admin-key"
     grpc_port, http_port, metrics_port = free_ports(3)
-    shm_before = _shm_regions()
+    shm_before = shm_regions()
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "minivlm.cli", "serve", f"--model-repository={model_repository}",
                f"--grpc-port={grpc_port}", f"--http-port={http_port}", f"--metrics-port={metrics_port}",
@@ -58,8 +58,8 @@ def test_vlm_serve_prints_the_key_file_not_the_key_and_stops_clean(model_reposit
         assert serve.poll() is None and server_ready(f"127.0.0.1:{http_port}"), log.read_text()
         key = key_file.read_text().strip()
         assert key_file.stat().st_mode & 0o777 == 0o600
-        triton_pid = _tritonserver_pid(serve.pid)
-        assert leaks(key, [serve.pid, *_group_members(triton_pid)]) == []
+        triton_pid = tritonserver_pid(serve.pid)
+        assert leaks(key, [serve.pid, *group_members(triton_pid)]) == []
         with VLMClient(f"127.0.0.1:{grpc_port}", timeout_s=120) as client:
             assert client.ask(make_image(5), "[CAPTION]", max_new_tokens=2).text is not None
         index = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}").get_model_repository_index(
@@ -72,7 +72,7 @@ def test_vlm_serve_prints_the_key_file_not_the_key_and_stops_clean(model_reposit
     assert str(key_file) in output and key not in output, output
     assert code == 0, output
     time.sleep(0.5)
-    assert _group_members(triton_pid) == []
-    assert sorted(_shm_regions() - shm_before) == []
+    assert group_members(triton_pid) == []
+    assert sorted(shm_regions() - shm_before) == []
     assert "orphaned" not in output, output
     assert os.path.exists(key_file)

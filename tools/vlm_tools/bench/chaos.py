@@ -11,7 +11,6 @@ Finally it stops `vlm serve` with SIGTERM and checks that no process and no /dev
 from __future__ import annotations
 
 import collections
-import io
 import json
 import os
 import signal
@@ -22,12 +21,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from minivlm.server.discovery import free_ports
 from minivlm.server.process import server_ready
-from minivlm.server.shm import SHM_DIR
 from minivlm.server.watchdog import python_stubs
+from vlm_tools.bench.serve_process import (group_members, random_png, shm_regions, stop_serve,
+                                           tritonserver_pid, wait_for)
 from vlm_client import VLMClient, VLMError
 
 READY_POLL_S = 0.02
@@ -54,15 +52,6 @@ class KillResult:
     requests: int
     failed: dict[str, int] = field(default_factory=dict)   # "<kind>: <message start>" -> count
     wrong: int = 0
-
-
-def _image(seed: int) -> bytes:
-    from PIL import Image
-
-    pixels = (np.random.default_rng(seed).random((96, 128, 3)) * 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 class ReadinessLog(threading.Thread):
@@ -92,7 +81,7 @@ class Load:
 
     def __init__(self, grpc_url: str, clients: int, max_new_tokens: int):
         self.grpc_url, self.max_new_tokens = grpc_url, max_new_tokens
-        self.images = [_image(seed) for seed in range(3)]
+        self.images = [random_png(seed) for seed in range(3)]
         self.outcomes: list[Outcome] = []
         self.stopped = threading.Event()
         self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)]
@@ -142,24 +131,6 @@ class Load:
             thread.join(timeout=60)
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(child) for child in text.split()]
-
-
-def _tritonserver_pid(serve_pid: int) -> int | None:
-    for child in _children(serve_pid):
-        try:
-            if Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].endswith(b"tritonserver"):
-                return child
-        except OSError:
-            continue
-    return None
-
-
 def python_models(repository: Path) -> list[str]:
     models = []
     for config in sorted(repository.glob("*/config.pbtxt")):
@@ -168,20 +139,12 @@ def python_models(repository: Path) -> list[str]:
     return models
 
 
-def _wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {timeout_s:.0f} s")
-        time.sleep(poll_s)
-
-
 def measure_kill(target: str, pid: int, readiness: ReadinessLog, load: Load, probe: VLMClient,
                  timeout_s: float) -> KillResult:
     """SIGKILL `pid`, then wait for the server to be ready for good and to answer right."""
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    _wait_for(lambda: any(t >= killed and not r for t, r in readiness.transitions), 10.0,
+    wait_for(lambda: any(t >= killed and not r for t, r in readiness.transitions), 10.0,
               "readiness false", READY_POLL_S)
 
     def stable_ready_since() -> float | None:
@@ -189,7 +152,7 @@ def measure_kill(target: str, pid: int, readiness: ReadinessLog, load: Load, pro
         if after and after[-1][1] and time.monotonic() - after[-1][0] >= STABLE_READY_S:
             return after[-1][0]
         return None
-    _wait_for(lambda: stable_ready_since() is not None, timeout_s, "stable readiness")
+    wait_for(lambda: stable_ready_since() is not None, timeout_s, "stable readiness")
     ready_at = stable_ready_since()
     keys = load._keys()
     correct_at = None
@@ -221,15 +184,11 @@ class ChaosReport:
     shm_regions_left: list[str]
 
 
-def _shm_regions() -> set[str]:
-    return {path.name for path in SHM_DIR.glob("triton_python_backend_shm_region_*")}
-
-
 def run_chaos(repository: Path, *, clients: int = 4, max_new_tokens: int = 16, timeout_s: float = 300.0,
               log_path: Path | None = None, models: list[str] | None = None, kill_server: bool = True) -> ChaosReport:
     repository = repository.resolve()
     grpc_port, http_port, metrics_port = free_ports(3)
-    shm_before = _shm_regions()
+    shm_before = shm_regions()
     log_path = log_path or Path(f"vlm-chaos-serve-{os.getpid()}.log")
     command = [sys.executable, "-m", "minivlm.cli", "serve", f"--model-repository={repository}",
                f"--grpc-port={grpc_port}", f"--http-port={http_port}", f"--metrics-port={metrics_port}",
@@ -240,51 +199,33 @@ def run_chaos(repository: Path, *, clients: int = 4, max_new_tokens: int = 16, t
     first_triton_pid = None
     kills: list[KillResult] = []
     try:
-        _wait_for(lambda: server_ready(http_url) or serve.poll() is not None, timeout_s, "ready server", 0.25)
+        wait_for(lambda: server_ready(http_url) or serve.poll() is not None, timeout_s, "ready server", 0.25)
         if serve.poll() is not None:
             raise RuntimeError(f"vlm serve exited with code {serve.returncode}; see {log_path}")
-        first_triton_pid = _tritonserver_pid(serve.pid)
+        first_triton_pid = tritonserver_pid(serve.pid)
         readiness = ReadinessLog(http_url)
         readiness.start()
         load = Load(grpc_url, clients, max_new_tokens)
         load.start()
         with VLMClient(grpc_url, timeout_s=30, retries=0) as probe:
             for model in models or python_models(repository):
-                triton_pid = _tritonserver_pid(serve.pid)
+                triton_pid = tritonserver_pid(serve.pid)
                 stub = next(s for s in sorted(python_stubs(triton_pid), key=lambda s: s.instance) if s.model == model)
                 print(f"kill -9 {stub.instance} (pid {stub.pid})", flush=True)
                 kills.append(measure_kill(stub.instance, stub.pid, readiness, load, probe, timeout_s))
             if kill_server:
-                triton_pid = _tritonserver_pid(serve.pid)
+                triton_pid = tritonserver_pid(serve.pid)
                 print(f"kill -9 tritonserver (pid {triton_pid})", flush=True)
                 kills.append(measure_kill("tritonserver", triton_pid, readiness, load, probe, timeout_s))
         load.stop()
         readiness.stopped.set()
     finally:
-        triton_pids = {first_triton_pid, _tritonserver_pid(serve.pid)} - {None}
-        if serve.poll() is None:
-            serve.send_signal(signal.SIGTERM)
-        try:
-            code = serve.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            code = serve.wait()
+        triton_pids = {first_triton_pid, tritonserver_pid(serve.pid)} - {None}
+        code = stop_serve(serve)
     time.sleep(0.5)
-    left = [pid for pgid in triton_pids for pid in _group_members(pgid)]   # each server leads its own group
+    left = [pid for pgid in triton_pids for pid in group_members(pgid)]   # each server leads its own group
     return ChaosReport(repository=str(repository), clients=clients, kills=kills, stop_exit_code=code,
-                       processes_left=left, shm_regions_left=sorted(_shm_regions() - shm_before))
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+                       processes_left=left, shm_regions_left=sorted(shm_regions() - shm_before))
 
 
 def format_report(report: ChaosReport) -> str:

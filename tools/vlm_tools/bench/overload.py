@@ -24,7 +24,7 @@ from pathlib import Path
 from minivlm.server.discovery import free_ports
 from minivlm.server.process import ServerOptions, TritonServer
 from vlm_client import DeadlineExceeded, Overloaded, VLMClient, VLMError
-from vlm_tools.bench.chaos import _image
+from vlm_tools.bench.serve_process import random_png
 from vlm_tools.bench.soak import Sample, take_sample
 
 QUERY = "[CAPTION]"
@@ -75,7 +75,7 @@ class _Requests:
 
     def __init__(self, grpc_url: str, max_new_tokens: int, timeout_s: float):
         self.grpc_url, self.max_new_tokens, self.timeout_s = grpc_url, max_new_tokens, timeout_s
-        self.images = [_image(seed) for seed in range(4)]
+        self.images = [random_png(seed) for seed in range(4)]
         self.local = threading.local()
         self.lock = threading.Lock()
         self.outcomes: list[tuple[str, float]] = []

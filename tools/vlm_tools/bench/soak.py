@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,18 +25,19 @@ from pathlib import Path
 from minivlm.server.discovery import free_ports
 from minivlm.server.process import server_ready
 from minivlm.server.shm import SHM_PREFIX
-from vlm_tools.bench.chaos import _group_members, _image, _shm_regions, _tritonserver_pid, _wait_for
+from vlm_tools.bench.serve_process import (group_members, random_png, shm_regions, stop_serve,
+                                           tritonserver_pid, wait_for)
 from vlm_client import InvalidRequest, VLMClient, VLMError
 
 GOOD_QUERIES = ("[CAPTION]", "what is in the picture?", "[OD]")
 # name -> (image, query, options): each must come back as InvalidRequest.
 BAD_REQUESTS = {
     "corrupt image": (lambda: b"\x89PNG not really a png", "[CAPTION]", {}),
-    "truncated image": (lambda: _image(7)[:300], "[CAPTION]", {}),
-    "empty query": (lambda: _image(0), "   ", {}),
-    "negative max_new_tokens": (lambda: _image(0), "[CAPTION]", {"max_new_tokens": -5}),
-    "nan temperature": (lambda: _image(0), "[CAPTION]", {"temperature": float("nan")}),
-    "top_p zero": (lambda: _image(0), "[CAPTION]", {"top_p": 0.0}),
+    "truncated image": (lambda: random_png(7)[:300], "[CAPTION]", {}),
+    "empty query": (lambda: random_png(0), "   ", {}),
+    "negative max_new_tokens": (lambda: random_png(0), "[CAPTION]", {"max_new_tokens": -5}),
+    "nan temperature": (lambda: random_png(0), "[CAPTION]", {"temperature": float("nan")}),
+    "top_p zero": (lambda: random_png(0), "[CAPTION]", {"top_p": 0.0}),
 }
 GROWTH_WINDOW = 3          # samples averaged at the start (after warm-up) and at the end
 
@@ -116,7 +116,7 @@ def _shm_mb(regions: set[str]) -> float:
 
 
 def take_sample(server_pid: int, t_s: float) -> Sample:
-    members = _group_members(server_pid)       # the server leads its own process group; its stubs share it
+    members = group_members(server_pid)       # the server leads its own process group; its stubs share it
     stubs = [pid for pid in members if pid != server_pid]
     return Sample(t_s=round(t_s, 1), server_rss_mb=round(_rss_mb(server_pid), 1),
                   stubs_rss_mb=round(sum(_rss_mb(pid) for pid in stubs), 1),
@@ -144,7 +144,7 @@ class SoakLoad:
                  report: SoakReport, timeout_s: float = 120.0):
         self.grpc_url, self.bad_fraction, self.timeout_s = grpc_url, bad_fraction, timeout_s
         self.max_new_tokens, self.report = max_new_tokens, report
-        self.images = [_image(seed) for seed in range(3)]
+        self.images = [random_png(seed) for seed in range(3)]
         self.bad = {name: (make(), query, options) for name, (make, query, options) in BAD_REQUESTS.items()}
         self.keys = [(image, query) for image in range(len(self.images)) for query in GOOD_QUERIES]
         self.latencies: list[float] = []
@@ -246,7 +246,7 @@ def run_soak(repository: Path, *, duration_s: float, log_path: Path | None = Non
              **options) -> SoakReport:
     """Start `vlm serve` on `repository`, soak it, stop it with SIGTERM, and check what it left behind."""
     grpc_port, http_port, metrics_port = free_ports(3)
-    shm_before = _shm_regions()
+    shm_before = shm_regions()
     log_path = log_path or Path(f"vlm-soak-serve-{os.getpid()}.log")
     command = [sys.executable, "-m", "minivlm.cli", "serve", f"--model-repository={Path(repository).resolve()}",
                f"--grpc-port={grpc_port}", f"--http-port={http_port}", f"--metrics-port={metrics_port}",
@@ -255,24 +255,18 @@ def run_soak(repository: Path, *, duration_s: float, log_path: Path | None = Non
         serve = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     triton_pid = None
     try:
-        _wait_for(lambda: server_ready(f"127.0.0.1:{http_port}") or serve.poll() is not None,
+        wait_for(lambda: server_ready(f"127.0.0.1:{http_port}") or serve.poll() is not None,
                   startup_timeout_s, "ready server", 0.25)
         if serve.poll() is not None:
             raise RuntimeError(f"vlm serve exited with code {serve.returncode}; see {log_path}")
-        triton_pid = _tritonserver_pid(serve.pid)
+        triton_pid = tritonserver_pid(serve.pid)
         report = soak(f"127.0.0.1:{grpc_port}", triton_pid, duration_s=duration_s, **options)
     finally:
-        if serve.poll() is None:
-            serve.send_signal(signal.SIGTERM)
-        try:
-            code = serve.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            code = serve.wait()
+        code = stop_serve(serve)
     time.sleep(0.5)
     report.stop_exit_code = code
-    report.processes_left = _group_members(triton_pid) if triton_pid else []
-    report.shm_regions_left = sorted(_shm_regions() - shm_before)
+    report.processes_left = group_members(triton_pid) if triton_pid else []
+    report.shm_regions_left = sorted(shm_regions() - shm_before)
     report.orphan_warnings = log_path.read_text(errors="replace").count("orphaned shared-memory")
     return report
 
