@@ -20,7 +20,7 @@ def add_demo_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_train(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo-train", help="train the demo VLM from scratch on synthetic scenes (CPU; the shipped recipe takes ~1.5 h)",
+        "demo-train", help="train the demo VLM from scratch on synthetic scenes (CPU; the shipped recipe takes ~2 h)",
         description="Train a small ViT + projector + Llama VLM from scratch on synthetic scenes and write it "
                     "in the notebook's checkpoint format (DIR/mini-vlm-routing/ plus base model folders).")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write the model into")
