@@ -185,16 +185,11 @@ def _refine(vlm: MiniVLM, config: DemoConfig, stats: dict, show_progress: bool, 
     schedule = replace(config, steps=config.refine_steps, learning_rate=config.refine_learning_rate)
     optimizer = _optimizer([vlm.vision, vlm.language_model], schedule)
     coordinates = CoordinateTargets(vlm.tokenizer, config.coordinate_sigma) if config.coordinate_sigma else None
-    weights = {**config.task_weights, "vision": 0.0}
     losses, (folder, every) = {}, snapshots
     bar = tqdm(range(config.refine_steps), desc="demo-train refine", disable=not show_progress)
     for step in bar:
-        scenes = list(generate_scenes(config.seed, config.batch_size, start=REFINE_SCENES + step * config.batch_size))
-        rng = np.random.default_rng([config.seed, REFINE_SCENES, step])
-        loss, losses = packed_loss(vlm, pack(vlm, scenes, rng, config.refine_position_questions), weights,
-                                   coordinates=coordinates)
-        _update(optimizer, loss, learning_rate(schedule, step, step / config.refine_steps), config.max_grad_norm)
-        losses = {"loss": float(loss.detach()), **losses}
+        losses = _train_step(vlm, (None, coordinates), optimizer, schedule, step, step / config.refine_steps,
+                             scenes_from=REFINE_SCENES, extra_position=config.refine_position_questions)
         bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
         if folder and every and (step + 1) % every == 0 and step + 1 < config.refine_steps:
             _snapshot(vlm, Path(folder) / f"refine-{step + 1}", {**stats, "refine_steps_done": step + 1})
@@ -249,13 +244,16 @@ def _snapshot(vlm: MiniVLM, folder: Path, stats: dict) -> None:
 
 
 def _train_step(vlm: MiniVLM, helpers: tuple[VisionHeads | None, CoordinateTargets | None],
-                optimizer: torch.optim.Optimizer, config: DemoConfig, step: int, progress: float) -> dict:
-    scenes = list(generate_scenes(config.seed, config.batch_size, start=step * config.batch_size))
+                optimizer: torch.optim.Optimizer, config: DemoConfig, step: int, progress: float, *,
+                scenes_from: int = 0, extra_position: int = 0) -> dict:
+    """One step of a schedule whose scenes start at index `scenes_from` of the training seed."""
+    scenes = list(generate_scenes(config.seed, config.batch_size, start=scenes_from + step * config.batch_size))
     head, coordinates = helpers
     vision = (head, vision_targets(scenes, config.patch_size)) if head else None
-    restyle_rng = np.random.default_rng([config.seed, step])
-    loss, per_task = packed_loss(vlm, pack(vlm, scenes, restyle_rng), config.task_weights, vision=vision,
-                                 coordinates=coordinates)
+    # the first schedule's key has no offset (its model was trained with it); others name theirs
+    restyle_rng = np.random.default_rng([config.seed, scenes_from, step] if scenes_from else [config.seed, step])
+    loss, per_task = packed_loss(vlm, pack(vlm, scenes, restyle_rng, extra_position), config.task_weights,
+                                 vision=vision, coordinates=coordinates)
     _update(optimizer, loss, learning_rate(config, step, progress), config.max_grad_norm)
     return {"loss": float(loss.detach()), **per_task}
 
