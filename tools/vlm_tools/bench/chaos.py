@@ -14,17 +14,14 @@ import collections
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from minivlm.server.discovery import free_ports
 from minivlm.server.process import server_ready
 from minivlm.server.watchdog import python_stubs
-from vlm_tools.bench.serve_process import (group_members, random_png, shm_regions, stop_serve,
+from vlm_tools.bench.serve_process import (group_members, random_png, shm_regions, start_serve, stop_serve,
                                            tritonserver_pid, wait_for)
 from vlm_client import VLMClient, VLMError
 
@@ -187,41 +184,31 @@ class ChaosReport:
 def run_chaos(repository: Path, *, clients: int = 4, max_new_tokens: int = 16, timeout_s: float = 300.0,
               log_path: Path | None = None, models: list[str] | None = None, kill_server: bool = True) -> ChaosReport:
     repository = repository.resolve()
-    grpc_port, http_port, metrics_port = free_ports(3)
     shm_before = shm_regions()
-    log_path = log_path or Path(f"vlm-chaos-serve-{os.getpid()}.log")
-    command = [sys.executable, "-m", "minivlm.cli", "serve", f"--model-repository={repository}",
-               f"--grpc-port={grpc_port}", f"--http-port={http_port}", f"--metrics-port={metrics_port}",
-               f"--startup-timeout-s={timeout_s}"]
-    http_url, grpc_url = f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
-    with open(log_path, "wb") as log_file:
-        serve = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    first_triton_pid = None
+    serve = start_serve(repository, log_path or Path(f"vlm-chaos-serve-{os.getpid()}.log"), timeout_s)
+    http_url, grpc_url = serve.http_url, serve.grpc_url
+    first_triton_pid = tritonserver_pid(serve.process.pid)
     kills: list[KillResult] = []
     try:
-        wait_for(lambda: server_ready(http_url) or serve.poll() is not None, timeout_s, "ready server", 0.25)
-        if serve.poll() is not None:
-            raise RuntimeError(f"vlm serve exited with code {serve.returncode}; see {log_path}")
-        first_triton_pid = tritonserver_pid(serve.pid)
         readiness = ReadinessLog(http_url)
         readiness.start()
         load = Load(grpc_url, clients, max_new_tokens)
         load.start()
         with VLMClient(grpc_url, timeout_s=30, retries=0) as probe:
             for model in models or python_models(repository):
-                triton_pid = tritonserver_pid(serve.pid)
+                triton_pid = tritonserver_pid(serve.process.pid)
                 stub = next(s for s in sorted(python_stubs(triton_pid), key=lambda s: s.instance) if s.model == model)
                 print(f"kill -9 {stub.instance} (pid {stub.pid})", flush=True)
                 kills.append(measure_kill(stub.instance, stub.pid, readiness, load, probe, timeout_s))
             if kill_server:
-                triton_pid = tritonserver_pid(serve.pid)
+                triton_pid = tritonserver_pid(serve.process.pid)
                 print(f"kill -9 tritonserver (pid {triton_pid})", flush=True)
                 kills.append(measure_kill("tritonserver", triton_pid, readiness, load, probe, timeout_s))
         load.stop()
         readiness.stopped.set()
     finally:
-        triton_pids = {first_triton_pid, tritonserver_pid(serve.pid)} - {None}
-        code = stop_serve(serve)
+        triton_pids = {first_triton_pid, tritonserver_pid(serve.process.pid)} - {None}
+        code = stop_serve(serve.process)
     time.sleep(0.5)
     left = [pid for pgid in triton_pids for pid in group_members(pgid)]   # each server leads its own group
     return ChaosReport(repository=str(repository), clients=clients, kills=kills, stop_exit_code=code,

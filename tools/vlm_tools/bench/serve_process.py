@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 import signal
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from minivlm.server.discovery import free_ports
+from minivlm.server.process import server_ready
 from minivlm.server.shm import SHM_DIR
 
 STOP_TIMEOUT_S = 120.0       # vlm serve drains, then stops tritonserver, whose stubs take ~20 s to exit
@@ -64,6 +68,35 @@ def group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(stat.parent.name))
     return members
+
+
+@dataclass(frozen=True)
+class Serve:
+    process: subprocess.Popen
+    grpc_url: str
+    http_url: str
+    log_path: Path
+
+
+def start_serve(repository: Path, log_path: Path, startup_timeout_s: float) -> Serve:
+    """`vlm serve` on free ports, its output in `log_path`, once the server is ready (stopped again when it
+    is not ready in time or exits first)."""
+    grpc_port, http_port, metrics_port = free_ports(3)
+    command = [sys.executable, "-m", "minivlm.cli", "serve", f"--model-repository={Path(repository).resolve()}",
+               f"--grpc-port={grpc_port}", f"--http-port={http_port}", f"--metrics-port={metrics_port}",
+               f"--startup-timeout-s={startup_timeout_s}"]
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    serve = Serve(process, f"127.0.0.1:{grpc_port}", f"127.0.0.1:{http_port}", Path(log_path))
+    try:
+        wait_for(lambda: server_ready(serve.http_url) or process.poll() is not None,
+                 startup_timeout_s, "ready server", 0.25)
+        if process.poll() is not None:
+            raise RuntimeError(f"vlm serve exited with code {process.returncode}; see {log_path}")
+    except BaseException:
+        stop_serve(process)
+        raise
+    return serve
 
 
 def stop_serve(serve: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> int:

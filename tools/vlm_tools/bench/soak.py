@@ -15,18 +15,14 @@ import json
 import os
 import random
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from minivlm.server.discovery import free_ports
-from minivlm.server.process import server_ready
 from minivlm.server.shm import SHM_PREFIX
-from vlm_tools.bench.serve_process import (group_members, random_png, shm_regions, stop_serve,
-                                           tritonserver_pid, wait_for)
+from vlm_tools.bench.serve_process import (group_members, random_png, shm_regions, start_serve, stop_serve,
+                                           tritonserver_pid)
 from vlm_client import InvalidRequest, VLMClient, VLMError
 
 GOOD_QUERIES = ("[CAPTION]", "what is in the picture?", "[OD]")
@@ -245,24 +241,14 @@ def soak(grpc_url: str, server_pid: int, *, duration_s: float, concurrency: int 
 def run_soak(repository: Path, *, duration_s: float, log_path: Path | None = None, startup_timeout_s: float = 600.0,
              **options) -> SoakReport:
     """Start `vlm serve` on `repository`, soak it, stop it with SIGTERM, and check what it left behind."""
-    grpc_port, http_port, metrics_port = free_ports(3)
     shm_before = shm_regions()
     log_path = log_path or Path(f"vlm-soak-serve-{os.getpid()}.log")
-    command = [sys.executable, "-m", "minivlm.cli", "serve", f"--model-repository={Path(repository).resolve()}",
-               f"--grpc-port={grpc_port}", f"--http-port={http_port}", f"--metrics-port={metrics_port}",
-               f"--startup-timeout-s={startup_timeout_s}"]
-    with open(log_path, "wb") as log_file:
-        serve = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    triton_pid = None
+    serve = start_serve(repository, log_path, startup_timeout_s)
+    triton_pid = tritonserver_pid(serve.process.pid)
     try:
-        wait_for(lambda: server_ready(f"127.0.0.1:{http_port}") or serve.poll() is not None,
-                  startup_timeout_s, "ready server", 0.25)
-        if serve.poll() is not None:
-            raise RuntimeError(f"vlm serve exited with code {serve.returncode}; see {log_path}")
-        triton_pid = tritonserver_pid(serve.pid)
-        report = soak(f"127.0.0.1:{grpc_port}", triton_pid, duration_s=duration_s, **options)
+        report = soak(serve.grpc_url, triton_pid, duration_s=duration_s, **options)
     finally:
-        code = stop_serve(serve)
+        code = stop_serve(serve.process)
     time.sleep(0.5)
     report.stop_exit_code = code
     report.processes_left = group_members(triton_pid) if triton_pid else []
