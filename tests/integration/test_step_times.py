@@ -26,7 +26,8 @@ def test_each_step_is_timed_and_the_steps_fit_in_the_wall_time(server, protocol)
     assert answer == plain                                   # tracing does not change the answer
     assert tuple(steps.steps) == STEPS
     assert all(seconds > 0 for seconds in steps.steps.values()), steps.steps
-    assert sum(steps.steps.values()) <= steps.total_s <= wall_s
+    assert steps.critical_path_s <= steps.total_s <= wall_s  # router and vision encoder overlap: not the sum
+    assert steps.other_s >= 0
     assert steps.steps["decode"] > 0 and answer.completion_tokens > 1
 
 
