@@ -44,13 +44,28 @@ def _transposed(w: torch.Tensor) -> torch.Tensor:
     return w.t().contiguous()
 
 
+def _onednn_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x (N, in) @ a oneDNN-packed weight -> (N, out)."""
+    return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [None], "")
+
+
+def _onednn_packed(w: torch.Tensor) -> torch.Tensor:
+    """(out, in) -> oneDNN's blocked layout for its own kernels, packed once at load."""
+    return torch.ops.mkldnn._reorder_linear_weight(w)
+
+
 _FP32 = WeightFormat("fp32", _transposed, torch.matmul, torch.float32, fused_add=True)
+# On the CPU, oneDNN's kernels on weights it packed itself stream a step's 538 MB ~2.4x faster than
+# torch.matmul on a plain (in, out) matrix (measured here, 2 threads: all of a full-size step's products
+# 11 vs 26 ms at batch 1, 15 vs 50 ms at batch 8, and 2.4x on prefill's larger products); results differ
+# from matmul's by float rounding only (~4e-6 on unit-scale outputs).
+_CPU_FP32 = (WeightFormat("fp32", _onednn_packed, _onednn_linear, torch.float32, fused_add=False)
+             if torch.backends.mkldnn.is_available() else _FP32)
 FORMATS: dict[tuple[str, str], WeightFormat] = {
-    ("cpu", "fp32"): _FP32,
+    ("cpu", "fp32"): _CPU_FP32,
     ("cpu", "bf16"): WeightFormat(
         "bf16", lambda w: torch.ops.mkldnn._reorder_linear_weight(w.bfloat16(), 1),
-        lambda x, w: torch.ops.mkldnn._linear_pointwise(x.bfloat16(), w, None, "none", [None], "").float(),
-        torch.float32, fused_add=False),
+        lambda x, w: _onednn_linear(x.bfloat16(), w).float(), torch.float32, fused_add=False),
     ("cpu", "int8"): WeightFormat("int8", _pack_int8, torch.ops.quantized.linear_dynamic, torch.float32,
                                   fused_add=False),
     ("cuda", "fp32"): _FP32,

@@ -116,6 +116,11 @@ def bandwidth_kernels(nbytes: int, cores: int) -> list[Kernel]:
                     Kernel("torch.sum", BANDWIDTH, threads, pinned, size, lambda: matrix.sum()),
                     Kernel("torch.amax", BANDWIDTH, threads, pinned, size, lambda: matrix.amax()),
                     Kernel("torch copy", BANDWIDTH, threads, pinned, 2 * size, lambda: target.copy_(matrix))]
+    if torch.backends.mkldnn.is_available():      # the fp32 decoder's own kernel on the CPU (its packed layout)
+        packed, row = torch.ops.mkldnn._reorder_linear_weight(matrix), vector[None]
+        onednn = lambda: torch.ops.mkldnn._linear_pointwise(row, packed, None, "none", [None], "")  # noqa: E731
+        kernels += [Kernel("oneDNN packed matvec", BANDWIDTH, threads, pinned, size, onednn)
+                    for threads, pinned in sorted({(1, True), (cores, False)})]
     v = vector.numpy()
     kernels += [Kernel("numpy matvec", BANDWIDTH, LIBRARY_THREADS, False, size, lambda: array @ v),
                 Kernel("numpy sum", BANDWIDTH, 1, True, size, lambda: array.sum()),       # numpy: one thread
