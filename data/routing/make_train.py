@@ -8,6 +8,13 @@ Besides plain requests the templates cover the shapes of the demo scenes ("how m
 requests ("boxes"), indirect ones ("can you tell me whether ..."), a neutral first sentence ("i took this
 yesterday. describe it") and a task ruled out before another is asked for ("no caption needed. detect the
 cars"), so the router reads "caption" in "skip the caption" as no request for one.
+
+2026-12-03, second pass (general styles, none taken from a held-out set): bare task nouns with and without a
+verb ("return a caption", "detection results", "just boxes"), whole-image questions that name no object ("what
+do we have in this photo", "what's shown here"), more indirect frames ("let me know whether ..."), a wider set
+of neutral first sentences and a sentence after the request that only says what answer is wanted ("keep it
+short", "json is fine", "one word is fine"), VQA ruled out as well, up to two slips per query in any word of
+three letters or more (a left-out vowel too: "mny") and dropped apostrophes ("whats"); 1,500 queries per task.
 """
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PER_TASK = 600
+PER_TASK = 1500
 SEED = 1234
 
 IMG = ["image", "picture", "photo", "pic", "photograph", "shot", "snapshot", "frame", "img"]
@@ -53,6 +60,16 @@ CAPTION = [
     "what would you say {this} {img} shows", "i'm curious what the scene is", "what is this a {img} of",
     # a question about the whole image, not one thing in it
     "what have we got here", "what's this", "what is this", "what's the {img} about", "what's the gist",
+    "what do we have in {this} {img}", "what do you have there", "what's here", "what is shown here",
+    "what's shown in {this} {img}", "what do you make of {this} {img}", "what can you tell me about {this} {img}",
+    "what's this one about", "what is happening here", "what's going on", "what is it showing",
+    "how would you describe what's here", "talk me through {this} {img}", "give me a rundown of {this} {img}",
+    "fill me in on {this} {img}", "what's the scene here", "what is in front of me", "what did i capture here",
+    # terse task nouns, with and without a verb
+    "return a caption", "return a {adj} description", "output a caption", "caption output", "{img} caption",
+    "description of {this} {img}", "caption for {this} {img}", "a {adj} caption for {this} {img}",
+    "just a caption", "caption only", "description only", "the caption", "a description", "summary of {this} {img}",
+    "captioning", "describe it", "describe this", "caption it", "summarize", "scene summary",
 ]
 
 OBJS = ["objects", "items", "things", "people", "cars", "animals", "persons", "vehicles", "dogs", "faces",
@@ -82,6 +99,14 @@ OD = [
     "could you tell me where {all} {objs} are", "i'd like to know where {all} {objs} are",
     "can you show me where each object is", "would you mind boxing {all} {objs}",
     "is it possible to get {boxes} for {all} {objs}", "do you think you could locate {all} {objs}",
+    "i was wondering where {all} {objs} are", "can i get {boxes} for {all} {objs}",
+    # terse task nouns, with and without a verb
+    "return detections", "return {boxes}", "output detections", "give detections", "show detections",
+    "detection on {this} {img}", "detections for {this} {img}", "detection results", "object detection results",
+    "detection please", "just {boxes}", "only detections", "detections only", "the {boxes}", "{boxes} please",
+    "detection", "object boxes", "objects and {boxes}", "{objs} and their {boxes}", "detect objects",
+    "locate them all", "box everything", "box them", "localize", "detect them", "where is everything located",
+    "all {objs} with {boxes}", "{boxes} for each {objsing}", "where every {objsing} is",
 ]
 
 THING = ["car", "dog", "cat", "man", "woman", "boy", "girl", "bus", "ball", "shirt", "table", "sky", "house",
@@ -120,18 +145,28 @@ VQA = [
     # indirect
     "can you tell me {question}", "i'd like to know {question}", "i wonder {question}", "do you know {question}",
     "any idea {question}", "i'm curious {question}", "could you check {question}",
+    "i was wondering {question}", "let me know {question}", "help me figure out {question}", "tell me {question}",
+    "please check {question}", "find out {question}", "just tell me {question}", "question: {question}",
+    "{thing} present?", "{thing} visible?", "yes or no: is the {thing} {state}", "count of {things}?",
+    "how many {colour} {things} are there", "what colour are the {things}", "is the {colour} {thing} bigger",
+    "which {thing} is {colour}", "is there more than one {thing}", "are all the {things} {colour}",
+    "what's the {person} up to", "what does the {thing} look like", "is the {thing} on the left or the right",
 ]
 EMBEDDED_QUESTION = [
     "whether the {thing} is {state}", "what colour the {thing} is", "how many {things} there are",
     "if it is raining", "what the {person} is holding", "if the {person} is smiling", "whether there is a {thing}",
     "which {thing} is bigger", "what is written on the {thing}", "if the {thing} is {colour}",
+    "how many {colour} {things} there are", "whether the {things} are {colour}", "what the {thing} is made of",
+    "where the {thing} is", "what colour the {things} are", "whether there are any {things}",
 ]
 
 # A task ruled out, then another asked for: "<ruled out><connector><request>".
 RULED_OUT = {
     "caption": {"noun": ["caption", "description", "summary", "alt text"], "verb": ["describe", "caption", "summarize"]},
-    "od": {"noun": ["boxes", "bounding boxes", "detection", "coordinates", "object list"],
-           "verb": ["detect anything", "box anything", "locate the objects"]},
+    "od": {"noun": ["boxes", "bounding boxes", "detection", "coordinates", "object list", "detections"],
+           "verb": ["detect anything", "box anything", "locate the objects", "give boxes", "list the objects"]},
+    "vqa": {"noun": ["question answering", "counting", "yes/no answer"],
+            "verb": ["answer a question", "count anything"]},
 }
 RULE_OUT = ["no {noun} needed", "skip the {noun}", "forget the {noun}", "never mind the {noun}", "no {noun} please",
             "i don't need the {noun}", "without the {noun}", "don't {verb}", "you don't have to {verb}",
@@ -139,7 +174,25 @@ RULE_OUT = ["no {noun} needed", "skip the {noun}", "forget the {noun}", "never m
 RULED_OUT_THEN = [". ", ", ", ". just ", ", just ", ". only ", "; ", ". instead ", " - "]
 FIRST_SENTENCE = ["i took this yesterday", "here is an image", "this one is from my phone", "quick one",
                   "i need some help", "this is for a report", "my friend sent me this", "it's a test image",
-                  "here's a drawing", "this came in today", "new upload", "one more picture"]
+                  "here's a drawing", "this came in today", "new upload", "one more picture",
+                  "this is for a school project", "we are testing the system", "the image is a bit blurry",
+                  "sorry for the bad quality", "taken this morning", "it's for our app", "i'm writing a blog post",
+                  "we are building a robot", "this goes into a spreadsheet", "i have a question", "check this out",
+                  "here you go", "another one", "got a second", "thanks in advance", "this is from a camera feed",
+                  "i work in a warehouse", "my boss asked for this", "it's a screenshot", "from the archive",
+                  "the lighting is bad", "this is a synthetic scene", "it's a render", "ok next image",
+                  "hello", "hi there", "good morning", "one more", "same as before", "this photo is from the park",
+                  "this picture was taken at a game", "the image shows a test pattern", "i'm a teacher",
+                  "we need this for an audit", "it's for a presentation", "urgent", "for my records"]
+# A sentence after the request that only restates what kind of answer is wanted.
+FOLLOW_UP = {
+    "caption": ["keep it short", "one sentence is enough", "a few words will do", "nothing too long",
+                "be descriptive", "make it friendly", "plain language please", "thanks", "that's all"],
+    "od": ["json is fine", "normalized coordinates please", "use x, y, w, h", "include every object",
+           "labels too", "that's all i need", "thanks", "list format please", "don't miss any"],
+    "vqa": ["one word is fine", "just the answer", "a short answer", "yes or no", "thanks", "that's all",
+            "be brief", "i need the answer for a form"],
+}
 
 QUESTION_START = re.compile(r"^(what|how|is|are|does|do|where|who|which|why|can|could|would|any)\b")
 
@@ -148,7 +201,7 @@ def fill(template: str, rng: random.Random) -> str:
     """Replace each {slot} with a random filler (several occurrences of a slot draw independently)."""
     slots = {"img": IMG, "this": THIS, "adj": ADJ, "objs": OBJS, "all": ALL, "boxes": BOXES, "thing": THING,
              "things": [plural(t) for t in THING], "person": PERSON, "state": STATE, "colour": COLOUR,
-             "question": EMBEDDED_QUESTION}
+             "question": EMBEDDED_QUESTION, "objsing": ["object", "item", "thing", "shape", "person", "car"]}
     for _ in range(2):                  # {question} holds slots of its own
         template = re.sub(r"\{(\w+)\}", lambda m: rng.choice(slots[m.group(1)]), template)
     text = template
@@ -162,12 +215,16 @@ def plural(noun: str) -> str:
 
 
 def typo(word: str, rng: random.Random) -> str:
-    """One keyboard-style slip: swap, drop or double a character."""
+    """One keyboard-style slip: swap, drop or double a character, or leave out a vowel."""
     i = rng.randrange(1, len(word) - 1)
-    kind = rng.choice(("swap", "drop", "double"))
+    kind = rng.choice(("swap", "drop", "double", "vowel"))
+    vowels = [j for j in range(1, len(word)) if word[j] in "aeiou"]
+    if kind == "vowel" and vowels:
+        j = rng.choice(vowels)
+        return word[:j] + word[j + 1:]
     if kind == "swap":
         return word[:i] + word[i + 1] + word[i] + word[i + 2:]
-    return word[:i] + word[i + 1:] if kind == "drop" else word[:i] + word[i] + word[i:]
+    return word[:i] + word[i + 1:] if kind in ("drop", "vowel") else word[:i] + word[i] + word[i:]
 
 
 def decorate(text: str, rng: random.Random, *, opener: bool = True) -> str:
@@ -178,10 +235,12 @@ def decorate(text: str, rng: random.Random, *, opener: bool = True) -> str:
         text = (rng.choice(["", "", "hey, ", "quick question: ", "so "]) if is_question else rng.choice(POLITE)) + text
     text += rng.choice(["?", "?", "", " ?"] if is_question else ["", ".", "!", ""]) + rng.choice(TAIL)
     words = text.split()
-    if rng.random() < 0.2:
+    for _ in range(rng.choice((0, 0, 0, 1, 1, 2))):       # a third of the queries with one slip, a sixth with two
         j = rng.randrange(len(words))
-        words[j] = typo(words[j], rng) if len(words[j]) > 3 else words[j]
+        words[j] = typo(words[j], rng) if len(re.sub(r"\W", "", words[j])) >= 3 and words[j].isalpha() else words[j]
     text = " ".join(words)
+    if rng.random() < 0.15:                               # "whats", "dont", "im"
+        text = text.replace("'", "")
     style = rng.random()
     return text.upper() if style < 0.03 else text.capitalize() if style < 0.5 else text
 
@@ -198,11 +257,16 @@ def ruled_out(task: str, rng: random.Random) -> str:
 
 
 def with_context(text: str, task: str, rng: random.Random) -> str:
-    """Sometimes a neutral first sentence or a ruled-out task before the (decorated) request."""
+    """Sometimes a neutral first sentence or a ruled-out task before the (decorated) request, and sometimes a
+    sentence after it that only says what kind of answer is wanted."""
+    if rng.random() < 0.12:
+        follow = rng.choice(FOLLOW_UP[task])
+        text = text.rstrip(" .!") + rng.choice([". ", ". ", ", ", "! "]) + (follow.capitalize() if rng.random() < 0.5
+                                                                            else follow) + rng.choice([".", "", "!"])
     draw = rng.random()
-    if draw < 0.12:
+    if draw < 0.18:
         first = rng.choice(FIRST_SENTENCE) + rng.choice([". ", "! ", ", "])
-    elif draw < 0.27:
+    elif draw < 0.33:
         first = ruled_out(task, rng) + rng.choice(RULED_OUT_THEN)
     else:
         return text
