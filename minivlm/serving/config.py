@@ -145,6 +145,7 @@ class GeneratorEngineConfig(ModelConfig):
     decoder_precision: str = "auto"
     max_live_rows: int = 16
     max_waiting_requests: int = 64
+    decode_nice: int = 10
     min_router_confidence: float = 0.5
     compound_min_score: float = 0.5
     caption_max_new_tokens: int = NOTEBOOK_TASK_DEFAULTS["caption"].max_new_tokens
@@ -164,6 +165,7 @@ class GeneratorEngineConfig(ModelConfig):
                     f"one of {DECODER_PRECISION_CHOICES}")
         self._check(self.max_live_rows >= 1, "max_live_rows", ">= 1")
         self._check(self.max_waiting_requests >= 1, "max_waiting_requests", ">= 1")
+        self._check(0 <= self.decode_nice <= 19, "decode_nice", "in [0, 19]")
         for key in ("min_router_confidence", "compound_min_score"):
             self._check(0.0 <= getattr(self, key) <= 1.0, key, "in [0, 1]")
         for task, option in itertools.product(protocol.TASKS, SAMPLING_RANGES):

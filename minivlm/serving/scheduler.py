@@ -40,6 +40,7 @@ CPU and CUDA), gives the static fallback: the rows waiting when the previous bat
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -88,7 +89,8 @@ class _Ticket:
 class Scheduler:
     def __init__(self, engine: GeneratorEngine, *, max_live_rows: int = 16, max_waiting_requests: int = 64,
                  continuous: bool = True, overlap_prefill: bool = True, precision: str = AUTO,
-                 metrics: GeneratorMetrics | None = None, on_leave: Callable[[], None] | None = None):
+                 decode_nice: int = 0, metrics: GeneratorMetrics | None = None,
+                 on_leave: Callable[[], None] | None = None):
         """`metrics`: where answered requests, their timings and the load are recorded (None: nowhere).
         `on_leave`: called once per request answered or refused (the admission door's bell,
         minivlm/serving/admission.py)."""
@@ -105,7 +107,7 @@ class Scheduler:
         elif precision != "fp32":                           # HF's forward has no such weight format
             raise ValueError(f"decoder precision {precision!r} needs continuous batching on the fast decoder; "
                              f"this generator {'runs static batches' if continuous else 'has batching=static'}")
-        self.precision = precision
+        self.precision, self.decode_nice = precision, decode_nice
         self.batch = self._new_batch()
         self._cond = threading.Condition()
         self._inbox: list[_Ticket] = []          # submitted, not seen by the thread yet (under _cond)
@@ -129,7 +131,8 @@ class Scheduler:
         static batches."""
         return cls(engine, max_live_rows=config.max_live_rows, max_waiting_requests=config.max_waiting_requests,
                    continuous=config.batching != "static", overlap_prefill=config.batching == "continuous",
-                   precision=config.decoder_precision, metrics=metrics, on_leave=on_leave)
+                   precision=config.decoder_precision, decode_nice=config.decode_nice, metrics=metrics,
+                   on_leave=on_leave)
 
     @property
     def mode(self) -> str:
@@ -194,6 +197,7 @@ class Scheduler:
 
     # --- the scheduler thread ---------------------------------------------------------------------------------
     def _loop(self) -> None:
+        self._lower_decode_priority()
         while True:
             with self._cond:
                 while not (self._closed or self._inbox or self._prefilled or self._has_work()):
@@ -359,6 +363,21 @@ class Scheduler:
         elif not all(ticket.delivered for ticket in tickets):
             self.batch.join(outcome)
             self.batch.drop(lambda key: key[0].delivered)
+
+    def _lower_decode_priority(self) -> None:
+        """On the CPU the decoding thread gives way to the threads a new request waits for: the prefill thread
+        and the vision encoder's stub (same session, so the kernel weighs their nice values against each
+        other). Rows already streaming slow a little while a new request's prompt and image are worked on,
+        instead of the new request queueing behind them (time to first token; docs/benchmarks.md)."""
+        if not self.decode_nice or model_device(self.engine.language_model).type != "cpu":
+            return
+        try:
+            thread = threading.get_native_id()      # relative to the stub's own nice value, at most 19
+            nice = min(19, os.getpriority(os.PRIO_PROCESS, thread) + self.decode_nice)
+            os.setpriority(os.PRIO_PROCESS, thread, nice)
+        except (OSError, AttributeError) as error:      # not Linux, or not allowed: decode at normal priority
+            log.warning("could not lower the decoding thread's priority (decode_nice=%d): %s",
+                        self.decode_nice, error)
 
     # --- the prefill thread -----------------------------------------------------------------------------------
     def _prefill_loop(self) -> None:

@@ -2,6 +2,7 @@
 bad input and faults stay with their own request, the queues stay bounded."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -467,5 +468,24 @@ def test_every_request_answered_or_refused_leaves_once_for_the_admission_door(en
         assert len(left) == 2
         scheduler.note_refusal(ServerBusyError("64 requests are waiting"))   # what execute reports for submit
         assert len(left) == 3
+    finally:
+        scheduler.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread nice values are a POSIX feature")
+def test_the_decoding_thread_gives_way_to_prefill_and_answers_stay_the_same(engine, images):
+    """decode_nice lowers only the decoding thread's priority (the prefill thread keeps the stub's), and the
+    tokens do not depend on it."""
+    rows = [ask(images[0], "caption", max_new_tokens=4, **GREEDY)]
+    scheduler = Scheduler(engine, decode_nice=7).start()
+    try:
+        scheduler.warm_up()
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, scheduler._thread.native_id) == min(19, base + 7)
+        assert os.getpriority(os.PRIO_PROCESS, scheduler._prefill_thread.native_id) == base
+        outcomes = Outcomes()
+        scheduler.submit(rows, outcomes.deliver("niced"))
+        outcomes.wait(1)
+        assert outcomes.done["niced"] == engine.run(rows)
     finally:
         scheduler.close()
