@@ -36,6 +36,11 @@ def _add_train(subparsers) -> None:
                             "minivlm/routing/minilm_router/ is made)")
     train.add_argument("--head-steps", type=int, default=600)
     train.add_argument("--calibration-fraction", type=float, default=0.2)
+    train.add_argument("--head-hidden", type=int, default=64,
+                       help="hidden units of both heads (Linear, GELU, Linear); 0: one Linear layer each")
+    train.add_argument("--extra-layers", type=int, nargs="*", default=[2],
+                       help="encoder hidden states (0: embeddings, 1-5: after that layer) whose mean and max pools "
+                            "the heads read besides the last layer's")
     train.add_argument("--no-spelling", action="store_true",
                        help="no key-word spelling correction before tokenizing (minivlm/routing/spelling.py)")
     _common(train, _cmd_train)
@@ -76,7 +81,8 @@ def _cmd_train(args) -> int:
 
     _setup(args)
     config = TrainConfig(seed=args.seed, head_steps=args.head_steps, calibration_fraction=args.calibration_fraction,
-                         spelling=not args.no_spelling)
+                         spelling=not args.no_spelling, head_hidden=args.head_hidden,
+                         extra_layers=tuple(args.extra_layers))
     report = train_minilm_router(args.output, train_path=args.data, compound_path=args.compound_data,
                                  config=config, progress=not args.json, heads_only=args.heads_only)
     heldout, compound, text = _evaluate(args.output, args.heldout, args.compound_heldout, None)
