@@ -7,7 +7,7 @@
   keeps a clause's strongest token ("find", "caption") from being averaged away in a long compound query.
 
 Either head is a Linear layer or a small MLP, Linear(in -> H), GELU, Linear(H -> 3) (`head_hidden` = H; the
-shipped router: H = 128 on [mean pool, max pool] for both, since 2026-12-03). The saved safetensors say which:
+shipped router since 2026-12-03: H = 64 for both, on the pools of the last layer and of layer 2). The saved safetensors say which:
 keys `weight`/`bias` for a Linear layer, `0.weight`... `2.bias` for the MLP, and the first weight's shape gives
 the inputs (D or 2D) and H.
 
@@ -208,14 +208,16 @@ def load_minilm_router(folder: str | Path) -> tuple[MiniLMRouter, QueryTokenizer
     else:
         encoder_dir, tokenizer = folder / config.encoder, QueryTokenizer.load(folder / "tokenizer")
     encoder = AutoModel.from_pretrained(str(encoder_dir))
-    inputs, head_hidden = head_shape(load_file(str(folder / HEAD_FILE)))
+    head_state = load_file(str(folder / HEAD_FILE))
+    scores_state = load_file(str(folder / SCORES_HEAD_FILE)) if has_scores else None
+    inputs, head_hidden = head_shape(head_state)
     pooling = "mean" if inputs == encoder.config.hidden_size else "mean_max"
-    scores_hidden = head_shape(load_file(str(folder / SCORES_HEAD_FILE)))[1] if has_scores else None
+    scores_hidden = head_shape(scores_state)[1] if has_scores else None
     model = MiniLMRouter(encoder, scores_head=has_scores, head_pooling=pooling, head_hidden=head_hidden,
                          scores_hidden=scores_hidden, extra_layers=config.extra_layers)
-    _load_head(model.head, folder / HEAD_FILE)
+    _load_head(model.head, head_state, source=folder / HEAD_FILE)
     if has_scores:
-        _load_head(model.scores_head, folder / SCORES_HEAD_FILE)
+        _load_head(model.scores_head, scores_state, source=folder / SCORES_HEAD_FILE)
     return model.eval(), tokenizer, config
 
 
@@ -227,7 +229,6 @@ def _save_head(layer: nn.Module, path: Path) -> None:
     save_file({k: v.contiguous() for k, v in layer.state_dict().items()}, str(path))
 
 
-def _load_head(layer: nn.Module, path: Path) -> None:
-    state = load_file(str(path))
-    check_state_dict(layer, state, source=str(path))
+def _load_head(layer: nn.Module, state: dict[str, torch.Tensor], *, source: Path) -> None:
+    check_state_dict(layer, state, source=str(source))
     layer.load_state_dict(state)

@@ -106,6 +106,8 @@ def bandwidth_kernels(nbytes: int, cores: int) -> list[Kernel]:
     import numpy as np
     import torch
 
+    from minivlm.decoding.device import weight_format
+
     cols = 4096
     matrix = torch.randn(max(1, nbytes // (4 * cols)), cols)              # (N, 4096) fp32
     vector, array = torch.randn(cols), matrix.numpy()
@@ -116,11 +118,10 @@ def bandwidth_kernels(nbytes: int, cores: int) -> list[Kernel]:
                     Kernel("torch.sum", BANDWIDTH, threads, pinned, size, lambda: matrix.sum()),
                     Kernel("torch.amax", BANDWIDTH, threads, pinned, size, lambda: matrix.amax()),
                     Kernel("torch copy", BANDWIDTH, threads, pinned, 2 * size, lambda: target.copy_(matrix))]
-    if torch.backends.mkldnn.is_available():      # the fp32 decoder's own kernel on the CPU (its packed layout)
-        packed, row = torch.ops.mkldnn._reorder_linear_weight(matrix), vector[None]
-        onednn = lambda: torch.ops.mkldnn._linear_pointwise(row, packed, None, "none", [None], "")  # noqa: E731
-        kernels += [Kernel("oneDNN packed matvec", BANDWIDTH, threads, pinned, size, onednn)
-                    for threads, pinned in sorted({(1, True), (cores, False)})]
+    decoder = weight_format("fp32", "cpu")        # the fp32 decoder's own kernel on its packed weights
+    packed, row = decoder.pack(matrix), vector[None]
+    kernels += [Kernel("decoder fp32 matvec", BANDWIDTH, threads, pinned, size, lambda: decoder.matmul(row, packed))
+                for threads, pinned in sorted({(1, True), (cores, False)})]
     v = vector.numpy()
     kernels += [Kernel("numpy matvec", BANDWIDTH, LIBRARY_THREADS, False, size, lambda: array @ v),
                 Kernel("numpy sum", BANDWIDTH, 1, True, size, lambda: array.sum()),       # numpy: one thread
