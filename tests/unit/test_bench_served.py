@@ -57,7 +57,7 @@ def test_served_batching_flag():
 
 
 def test_static_results_are_named_apart_from_continuous_ones():
-    level = served.LoadLevel(8, [served.ServedTiming(0, "vqa", 10, "length", 1.0)], 2.0,
+    level = served.LoadLevel(8, [served.ServedTiming(0, "vqa", 10, "length", 1.0)], 2.0, 1.5,
                              {"vlm": ModelLoad(1, 1, 1.0, {1: 1}, {}, 0.0, cpu_s=1.0)})
     items = [type("Item", (), {"index": 0, "max_new_tokens": 10})()]
     assert _served_result(level, items).name == "served_c8"
@@ -66,8 +66,11 @@ def test_static_results_are_named_apart_from_continuous_ones():
     int8 = _served_result(level, items, "continuous:int8")
     assert (int8.name, int8.label) == ("served_continuous_int8_c8", "(c) served int8 decoder, c=8")
     assert int8.ttft_p50_s is None                          # not streamed: no time to first token
+    # the last request left at 1.5 s of 2: the level drained for a quarter of its wall time
+    assert int8.full_load_share == 0.75 and "in flight 75% of the wall time" in int8.note
     streamed = served.LoadLevel(8, [served.ServedTiming(0, "vqa", 10, "length", 1.0, 0.25),
-                                    served.ServedTiming(1, "vqa", 10, "length", 1.0, 0.75)], 2.0, level.models)
+                                    served.ServedTiming(1, "vqa", 10, "length", 1.0, 0.75)], 2.0, 2.0,
+                                level.models)
     result = _served_result(streamed, items + [type("Item", (), {"index": 1, "max_new_tokens": 10})()],
                             "continuous+stream")
     assert (result.name, result.label) == ("served_continuous_stream_c8", "(c) served streamed, c=8")

@@ -31,6 +31,7 @@ class SystemResult:
     speedup_vs_generate: float | None = None
     ttft_p50_s: float | None = None           # time to first token (first streamed text), streamed systems only
     ttft_p95_s: float | None = None
+    full_load_share: float | None = None      # served: of the wall time, every client had a request in flight
 
 
 @dataclass

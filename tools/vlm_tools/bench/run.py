@@ -212,6 +212,10 @@ def _served_result(level: served.LoadLevel, items: list[WorkItem], mode: str = "
     ttft_p50, ttft_p95 = percentiles(ttft, (50, 95)) if ttft else (None, None)
     label = f"(c) served {', '.join(variant) or 'ensemble'}, c={c}"
     name = _served_name(mode, c)
-    return SystemResult(name, label, c, len(items), summary,
+    full_load = level.full_load_s / level.wall_s
+    note = (f"all {c} clients had a request in flight {full_load:.0%} of the wall time, the rest drained"
+            if c > 1 else "")
+    return SystemResult(name, label, c, len(items), summary, note=note,
                         early_stops=early, bound_batch=min(c, 16), cpu_s_per_request=cpu / len(items),
-                        cores_used=cpu / level.wall_s, ttft_p50_s=ttft_p50, ttft_p95_s=ttft_p95)
+                        cores_used=cpu / level.wall_s, ttft_p50_s=ttft_p50, ttft_p95_s=ttft_p95,
+                        full_load_share=full_load)

@@ -51,6 +51,7 @@ class LoadLevel:
     concurrency: int
     timings: list[ServedTiming]
     wall_s: float
+    full_load_s: float        # until the last request was sent: every client had one in flight (then the drain)
     models: dict[str, server_stats.ModelLoad]
 
 
@@ -186,13 +187,16 @@ def running_server(repository: Path, log_dir: Path, *, startup_timeout_s: float 
         yield server
 
 
-def _worker(url: str, work: queue.Queue, results: list, bar: tqdm, timeout_s: float, stream: bool) -> None:
+def _worker(url: str, work: queue.Queue, results: list, bar: tqdm, timeout_s: float, stream: bool,
+            last_sent: list[float]) -> None:
     with VLMClient(url, timeout_s=timeout_s) as client:
         while True:
             try:
                 item: WorkItem = work.get_nowait()
             except queue.Empty:
                 return
+            if work.empty():
+                last_sent.append(time.perf_counter())
             start, first = time.perf_counter(), None
             # Free of the OD grammar: the random model's detections then run to their limit, the same work
             # every other system does (the grammar's own cost is measured in-process, see `_decode_steps`).
@@ -209,17 +213,21 @@ def _worker(url: str, work: queue.Queue, results: list, bar: tqdm, timeout_s: fl
 
 
 def closed_loop(url: str, items: Sequence[WorkItem], concurrency: int, *, timeout_s: float = 1800.0,
-                progress: bool = True, stream: bool = False) -> tuple[list[ServedTiming], float]:
-    """-> (timings in completion order, wall seconds). A failed request raises: the numbers would lie."""
+                progress: bool = True, stream: bool = False) -> tuple[list[ServedTiming], float, float]:
+    """-> (timings in completion order, wall seconds, seconds until the last request was sent). After that the
+    level drains: fewer than `concurrency` requests are in flight, the server is less loaded than the level
+    says, so the fewer requests a level has, the more its throughput understates the steady state. A failed
+    request raises: the numbers would lie."""
     work: queue.Queue = queue.Queue()
     for item in items:
         work.put(item)
     results: list[ServedTiming] = []
     errors: list[BaseException] = []
+    last_sent: list[float] = []
 
     def guarded() -> None:
         try:
-            _worker(url, work, results, bar, timeout_s, stream)
+            _worker(url, work, results, bar, timeout_s, stream, last_sent)
         except BaseException as error:   # re-raised in the caller's thread below
             errors.append(error)
 
@@ -233,7 +241,7 @@ def closed_loop(url: str, items: Sequence[WorkItem], concurrency: int, *, timeou
         wall_s = time.perf_counter() - start
     if errors:
         raise errors[0]
-    return results, wall_s
+    return results, wall_s, (last_sent[0] - start) if last_sent else wall_s
 
 
 def _snapshot(server: TritonServer) -> tuple[dict, dict]:
@@ -256,10 +264,11 @@ def _settled_snapshot(server: TritonServer, before: dict, requests: int, ensembl
 def run_level(server: TritonServer, items: Sequence[WorkItem], concurrency: int, *,
               progress: bool = True, stream: bool = False) -> LoadLevel:
     stats_before, cpu_before = _snapshot(server)
-    timings, wall_s = closed_loop(server.grpc_url, items, concurrency, progress=progress, stream=stream)
+    timings, wall_s, full_load_s = closed_loop(server.grpc_url, items, concurrency, progress=progress,
+                                               stream=stream)
     stats_after, cpu_after = _settled_snapshot(server, stats_before, len(items),
                                                STREAM_ENSEMBLE if stream else ENSEMBLE)
-    return LoadLevel(concurrency, timings, wall_s,
+    return LoadLevel(concurrency, timings, wall_s, full_load_s,
                      server_stats.loads(stats_before, stats_after, cpu_before, cpu_after))
 
 
