@@ -10,6 +10,12 @@ Rows are {"text": query, "tasks": [tasks in protocol.TASKS order]}:
 
 The held-out sets (compound_heldout*.jsonl, heldout*.jsonl) are hand-written separately; generated queries
 that match one after normalisation are dropped.
+
+2026-12-03, third pass (clause styles the development sets compound_heldout_2/3 lost, none of their sentences):
+VQA as a command ("count the circles", "check whether ...", "answer: ..."); questions that point back at the
+objects ("how many are red?", "is the red one parked?"); caption and detection as bare noun phrases ("a short
+description too", "the detections"); lists ("two things: a caption and the boxes"); a task ruled out before
+the only one asked for ("don't describe it, just count the squares" is VQA only).
 """
 from __future__ import annotations
 
@@ -18,13 +24,14 @@ import json
 import random
 import re
 
-from make_train import (ADJ, BOXES, HERE, IMG, OBJS, PERSON, STATE, THING, THIS, decorate, fill, held_out_texts,
-                        normalise, plural)
+from make_train import (ADJ, BOXES, COLOUR, HERE, IMG, OBJS, PERSON, STATE, THING, THIS, decorate, fill,
+                        held_out_texts, normalise, plural, ruled_out)
 
 SEED = 4321
 PER_PAIR = 420          # per unordered task pair
 TRIPLES = 240
 NEGATIVES_PER_TASK = 180
+RULED_OUT_PER_TASK = 80
 TASK_ORDER = ("caption", "od", "vqa")
 
 # Clauses that can stand as one part of a compound request. VQA comes as an embedded question ("whether
@@ -37,7 +44,13 @@ CAPTION = [
     "tell me what {this} {img} shows", "explain what is happening in {this} {img}", "describe everything you see",
     "write a {adj} caption for {this} {img}", "sum up the {img}", "describe the setting", "caption the {img}",
     "give {this} {img} a {adj} caption", "describe what's going on", "provide a {adj} description",
+    "describe it", "summarize it", "sum it up", "describe the drawing", "write alt text", "give me a description",
 ]
+# Noun phrases that stand for a task in a list or after "plus" / "and": "a short description too".
+CAPTION_NOUN = ["a {adj} description", "a caption", "{adj} alt text", "a summary of the scene", "a {adj} caption",
+                "a {adj} description too", "a one-line caption as well", "a description of the {img}", "the caption"]
+OD_NOUN = ["the detections", "{boxes} for {all} {objs}", "detections", "the {boxes}", "{boxes} for every object",
+           "the object list with {boxes}", "locations of the {objs}", "detection results"]
 CAPTION_EMBEDDED = ["what {this} {img} shows", "what is going on in the {img}", "what the scene looks like",
                     "what is happening in {this} {img}"]
 OD = [
@@ -47,6 +60,8 @@ OD = [
     "return {boxes} for each object", "detect {all} {objs} with {boxes}", "list the objects with {boxes}",
     "output the {boxes} of {all} {objs}", "spot {all} {objs} and give {boxes}", "run object detection",
     "put a box around each {obj}", "find {all} {objs} with {boxes}", "locate everything in {this} {img}",
+    "box every shape", "give bounding boxes", "localize the {objs}", "annotate the {objs} with {boxes}",
+    "bbox the {objs}", "run od", "get the detections",
 ]
 OD_EMBEDDED = ["where {all} {objs} are with {boxes}", "the {boxes} of {all} {objs}", "where each object is"]
 VQA_EMBEDDED = [
@@ -60,7 +75,16 @@ VQA_DIRECT = [
     "is the {thing} {state}?", "what color is the {thing}?", "how many {things} are there?", "is it raining?",
     "what is the {person} holding?", "what is the {person} wearing?", "is there a {thing}?", "what time is it?",
     "where is the {thing}?", "is the {person} smiling?", "what is on the {thing}?", "what sport is this?",
+    # pointing back at the objects just detected or described
+    "how many are {colour}?", "is the {colour} one {state}?", "which one is biggest?", "is there a {colour} one?",
+    "are any of them {colour}?", "which is the largest?", "how many of them are there?", "is the {colour} one on the left?",
+    "which one is closest?", "what colour is the biggest one?", "are they all the same size?",
 ]
+# VQA as a command.
+VQA_COMMAND = ["count the {things}", "count how many {things} there are", "check if the {thing} is {state}",
+               "find out whether there is a {thing}", "answer: {direct}", "answer this: {direct}",
+               "say which {thing} is bigger", "count them", "check whether it is raining", "count the {colour} ones",
+               "then answer: {direct}", "count the people"]
 VQA_VERB = ["tell me ", "say ", "let me know ", "answer ", "tell me ", "explain "]
 TELL = ["and also tell me ", "and tell me ", ", also tell me ", "and let me know ", "then tell me "]
 
@@ -120,8 +144,12 @@ def fill_more(template: str, rng: random.Random) -> str:
 
 
 def vqa_clause(rng: random.Random) -> str:
-    if rng.random() < 0.4:
-        return fill_more(rng.choice(VQA_DIRECT), rng)
+    draw = rng.random()
+    if draw < 0.2:
+        command = rng.choice(VQA_COMMAND).replace("{direct}", rng.choice(VQA_DIRECT))
+        return fill_more(command.replace("{colour}", rng.choice(COLOUR)), rng)
+    if draw < 0.55:
+        return fill_more(rng.choice(VQA_DIRECT).replace("{colour}", rng.choice(COLOUR)), rng)
     return rng.choice(VQA_VERB) + fill_more(rng.choice(VQA_EMBEDDED), rng)
 
 
@@ -129,6 +157,23 @@ def clause(task: str, rng: random.Random) -> str:
     if task == "vqa":
         return vqa_clause(rng)
     return fill_more(rng.choice(CAPTION if task == "caption" else OD), rng)
+
+
+def noun_phrase(task: str, rng: random.Random) -> str:
+    """A task as a noun phrase for lists: "a short description", "the detections", "whether the dog is happy"."""
+    if task == "vqa":
+        return fill_more(rng.choice(VQA_EMBEDDED), rng)
+    return fill_more(rng.choice(CAPTION_NOUN if task == "caption" else OD_NOUN), rng)
+
+
+def listed(tasks: tuple[str, ...], rng: random.Random) -> str:
+    """ "two things: a caption and the boxes", "i need a description plus the detections" """
+    parts = [noun_phrase(task, rng) for task in rng.sample(tasks, len(tasks))]
+    body = ", ".join(parts[:-1]) + rng.choice([" and ", ", and ", " plus ", " + ", ", "]) + parts[-1]
+    count = {2: "two", 3: "three"}[len(parts)]
+    opener = rng.choice([f"{count} things: ", f"{count} requests: ", "i need ", "give me ", "i want ", "please send ",
+                         "can i get ", f"i need {count} things: "])
+    return opener + body
 
 
 def embedded(task: str, rng: random.Random) -> str:
@@ -144,6 +189,8 @@ def join_two(first: str, second_task: str, rng: random.Random) -> str:
 
 
 def compound(tasks: tuple[str, ...], rng: random.Random) -> str:
+    if rng.random() < 0.12:
+        return listed(tasks, rng)
     order = rng.sample(tasks, len(tasks))
     text = clause(order[0], rng)
     for i, task in enumerate(order[1:], start=1):
@@ -175,6 +222,9 @@ def main() -> None:
     rows += generate(lambda r: compound(TASK_ORDER, r), TRIPLES, TASK_ORDER, rng, seen)
     for task, templates in NEGATIVE.items():
         rows += generate(lambda r, t=templates: fill_more(r.choice(t), r), NEGATIVES_PER_TASK, (task,), rng, seen)
+    for task in TASK_ORDER:     # another task ruled out, then this one asked for: still one task
+        rows += generate(lambda r, t=task: ruled_out(t, r) + r.choice([". just ", ", just ", ". ", "; only "])
+                         + clause(t, r), RULED_OUT_PER_TASK, (task,), rng, seen)
     rng.shuffle(rows)
     with open(HERE / "compound_train.jsonl", "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
