@@ -36,7 +36,7 @@ def _add_train(subparsers) -> None:
                             "minivlm/routing/minilm_router/ is made)")
     train.add_argument("--head-steps", type=int, default=600)
     train.add_argument("--calibration-fraction", type=float, default=0.2)
-    train.add_argument("--head-hidden", type=int, default=64,
+    train.add_argument("--head-hidden", type=int, default=128,
                        help="hidden units of both heads (Linear, GELU, Linear); 0: one Linear layer each")
     train.add_argument("--extra-layers", type=int, nargs="*", default=[2],
                        help="encoder hidden states (0: embeddings, 1-5: after that layer) whose mean and max pools "
