@@ -186,6 +186,9 @@ def write_plot(report: BenchReport, path: Path) -> None:
                 suffix = "" if mode == "served" else f" ({mode.removeprefix('served_')})"
                 right.plot(xs, [getattr(s.summary, attr) for s in runs], style, color=colour,
                            label=attr[8:11] + suffix)
+            if all(s.ttft_p50_s is not None for s in runs):       # streamed clients: when the answer starts
+                right.plot(xs, [s.ttft_p50_s for s in runs], "D-", color=colour, linewidth=2.5,
+                           label="time to first token, p50" + suffix)
         xs = sorted({s.concurrency for s in served})
         right.set_xscale("log", base=2)
         right.set_xticks(xs, [str(x) for x in xs])
