@@ -7,9 +7,9 @@
   keeps a clause's strongest token ("find", "caption") from being averaged away in a long compound query.
 
 Either head is a Linear layer or a small MLP, Linear(in -> H), GELU, Linear(H -> 3) (`head_hidden` = H; the
-shipped router since 2026-12-03: H = 64 for both, on the pools of the last layer and of layer 2). The saved safetensors say which:
-keys `weight`/`bias` for a Linear layer, `0.weight`... `2.bias` for the MLP, and the first weight's shape gives
-the inputs (D or 2D) and H.
+shipped router: H = 128 for both, on the pools of the last layer and of layer 2). The saved safetensors say
+which: keys `weight`/`bias` for a Linear layer, `0.weight`... `2.bias` for the MLP, and the first weight's
+shape gives the inputs (D or 2D) and H.
 
 Saved folder layout:
     router.json                 {"kind": "minilm", "max_length", "temperature", "tasks", "encoder", "encoder_sha256",

@@ -15,7 +15,7 @@ import torch
 from minivlm.routing.loading import load_router
 from minivlm.routing.minilm import SCORES_HEAD_FILE
 from minivlm.routing.multilabel import is_compound, task_sets
-from vlm_tools.router_training.cli import main
+from vlm_tools.router_training.cli import add_router_subcommands, main, train_config
 from vlm_tools.router_training.data import (
     COMPOUND_HELDOUT_PATH,
     COMPOUND_TRAIN_PATH,
@@ -159,6 +159,17 @@ def test_head_designs_save_and_load(tmp_path, head_hidden, extra_layers):
         logits, _ = router.model.forward_with_scores(torch.from_numpy(ids), torch.from_numpy(mask))
     np.testing.assert_allclose(router.probs(texts), torch.softmax(logits / router.temperature, -1).numpy(),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_the_plain_train_command_trains_with_the_default_config():
+    """The shipped router's README says `vlm router-train --output ... --seed 0 --heads-only` makes it: the
+    flags' defaults must be TrainConfig's (they are written twice so that `--help` need not import torch)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_router_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["router-train", "--output", "r", "--seed", "0", "--heads-only"])
+    assert train_config(args, TrainConfig) == TrainConfig()
 
 
 def test_cli_router_eval_json(trained, capsys):

@@ -76,15 +76,21 @@ def _emit(args, payload: dict, text: str) -> int:
     return 0
 
 
+def train_config(args, config_type):
+    """The TrainConfig the flags ask for. The flags' defaults repeat TrainConfig's (so `--help` shows them
+    without importing torch); a test checks that the plain command trains with TrainConfig()."""
+    return config_type(seed=args.seed, head_steps=args.head_steps, calibration_fraction=args.calibration_fraction,
+                       spelling=not args.no_spelling, head_hidden=args.head_hidden,
+                       extra_layers=tuple(args.extra_layers))
+
+
 def _cmd_train(args) -> int:
     from vlm_tools.router_training.train import TrainConfig, train_minilm_router
 
     _setup(args)
-    config = TrainConfig(seed=args.seed, head_steps=args.head_steps, calibration_fraction=args.calibration_fraction,
-                         spelling=not args.no_spelling, head_hidden=args.head_hidden,
-                         extra_layers=tuple(args.extra_layers))
     report = train_minilm_router(args.output, train_path=args.data, compound_path=args.compound_data,
-                                 config=config, progress=not args.json, heads_only=args.heads_only)
+                                 config=train_config(args, TrainConfig), progress=not args.json,
+                                 heads_only=args.heads_only)
     heldout, compound, text = _evaluate(args.output, args.heldout, args.compound_heldout, None)
     text = (f"trained {report.output_dir} in {report.seconds:.1f} s: T={report.temperature:.3f}, calibration "
             f"ECE {report.ece_before:.4f} -> {report.ece_after:.4f}; scores head: exact task sets "

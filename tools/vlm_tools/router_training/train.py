@@ -5,12 +5,12 @@ hundred full-batch steps per head. The tokenizer corrects slips of the routing k
 (`minivlm/routing/spelling.py`; `spelling=False` to leave them). Fine-tuning the encoder's last layer with both
 heads (2026-12-03, 3 epochs, 16 minutes here) moved the first styles set from 96.7% to 98.0% but dropped exact
 compound task sets from 95% to 88% and would ship 3.5 MB instead of 20 KB, so the encoder stays frozen. Since
-the second pass of 2026-12-03 both heads are small MLPs (1536 -> 128 -> 3 since the third pass, GELU; `head_hidden=0`: one Linear layer)
-reading the mean and max pools of the last layer and of layer 2's output (`extra_layers=(2,)`; the early layer
-keeps more of the wording: question form, negation). Over seeds 0-2, on the styles sets and compound_heldout_2,
-that beat linear heads on the last layer (styles_2 98-99% vs 96-97%, compound_2 26-28 vs 20-24 of 30). The
-third pass (training data for the styles the development sets missed) reads them with 128 hidden units: on that
-data 128 beat 64 on the development sets (styles_2 99.3 vs 98.7%, compound_3 28 vs 26 of 30), at about 1.6 MB
+the second pass of 2026-12-03 both heads are small MLPs (Linear, GELU, Linear; `head_hidden=0`: one Linear
+layer) reading the mean and max pools of the last layer and of layer 2's output (`extra_layers=(2,)`; the early
+layer keeps more of the wording: question form, negation). Over seeds 0-2, on the styles sets and
+compound_heldout_2, that beat linear heads on the last layer (styles_2 98-99% vs 96-97%, compound_2 26-28 vs
+20-24 of 30). On the third pass's training data (the styles the development sets missed) 128 hidden units beat
+64 on the development sets (styles_2 99.3 vs 98.7%, compound_3 28 vs 26 of 30): 1536 -> 128 -> 3, about 1.6 MB
 for both heads.
 
 - `head` (softmax): cross-entropy on the single-task queries, reading [mean pool, max pool] by default
