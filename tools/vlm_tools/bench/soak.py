@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from minivlm.server.shm import SHM_PREFIX
+from vlm_tools.bench.report import save_plot
 from vlm_tools.bench.serve_process import (group_members, random_png, shm_regions, start_serve, stop_serve,
                                            tritonserver_pid)
 from vlm_client import InvalidRequest, VLMClient, VLMError
@@ -303,6 +304,6 @@ def plot(report: SoakReport, path: Path) -> None:
     ax.set_title(f"vlm soak: concurrency {report.concurrency}, {report.bad_fraction:.0%} bad requests")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_plot(fig, path, dpi=100)
     plt.close(fig)
 
