@@ -9,9 +9,9 @@ import pytest
 from minivlm.routing.multilabel import is_compound, task_sets
 from vlm_tools.router_training.data import (
     COMPOUND_HELDOUT_PATH,
-    COMPOUND_TRAIN_PATH,
+    COMPOUND_TRAIN_PATHS,
     HELDOUT_PATH,
-    TRAIN_PATH,
+    TRAIN_PATHS,
     Examples,
     MultiLabelExamples,
     load_examples,
@@ -73,7 +73,8 @@ def test_load_multilabel_rejects_bad_rows(tmp_path, row):
 
 def test_compound_sets_are_disjoint_from_each_other_and_the_single_task_sets():
     norm = lambda t: "".join(c for c in t.lower() if c.isalnum())      # noqa: E731
-    train = {norm(t) for t in load_multilabel(COMPOUND_TRAIN_PATH).texts} | {norm(t) for t in load_examples(TRAIN_PATH).texts}
+    train = ({norm(t) for t in load_multilabel(COMPOUND_TRAIN_PATHS).texts}
+             | {norm(t) for t in load_examples(TRAIN_PATHS).texts})
     heldout = {norm(t) for t in load_multilabel(COMPOUND_HELDOUT_PATH).texts} | {norm(t) for t in load_examples(HELDOUT_PATH).texts}
     assert not train & heldout
 

@@ -35,16 +35,18 @@ def router():
 
 
 # (file, accuracy, recall per class (caption, od, vqa), most ECE, served) as the README records them; the
-# styles sets' target (>= 99% per class) is not met on all of them, so these floors are what was measured.
+# styles sets' target (>= 99% per class) is not met on the fresh set 5, so these floors are what was measured.
 RECORDED = [
-    (HELDOUT_PATH, 1.0, (1.0, 1.0, 1.0), 0.01, 0.993),
-    (DATA / "heldout_styles.jsonl", 0.9933, (0.98, 1.0, 1.0), 0.01, 0.986),
-    (DATA / "heldout_styles_2.jsonl", 0.9933, (1.0, 0.98, 1.0), 0.02, 0.986),
-    (DATA / "heldout_styles_3.jsonl", 0.9933, (1.0, 0.98, 1.0), 0.02, 0.986),
-    (DATA / "heldout_styles_4.jsonl", 0.9833, (0.98, 0.98, 0.99), 0.02, 0.97),
+    (HELDOUT_PATH, 0.9936, (1.0, 1.0, 0.9825), 0.01, 0.993),
+    (DATA / "heldout_styles.jsonl", 1.0, (1.0, 1.0, 1.0), 0.01, 1.0),
+    (DATA / "heldout_styles_2.jsonl", 1.0, (1.0, 1.0, 1.0), 0.01, 1.0),
+    (DATA / "heldout_styles_3.jsonl", 1.0, (1.0, 1.0, 1.0), 0.01, 1.0),
+    (DATA / "heldout_styles_4.jsonl", 0.9967, (1.0, 1.0, 0.99), 0.01, 0.996),
+    (DATA / "heldout_styles_5.jsonl", 0.9833, (0.99, 0.99, 0.97), 0.01, 0.973),
 ]
-RECORDED_COMPOUND = [(COMPOUND_HELDOUT_PATH, 0.9333), (DATA / "compound_heldout_2.jsonl", 0.9333),
-                     (DATA / "compound_heldout_3.jsonl", 0.9333), (DATA / "compound_heldout_4.jsonl", 0.9)]
+RECORDED_COMPOUND = [(COMPOUND_HELDOUT_PATH, 0.9667), (DATA / "compound_heldout_2.jsonl", 1.0),
+                     (DATA / "compound_heldout_3.jsonl", 1.0), (DATA / "compound_heldout_4.jsonl", 0.95),
+                     (DATA / "compound_heldout_5.jsonl", 0.82)]
 
 
 @pytest.mark.parametrize("path, accuracy, recall, ece, served", RECORDED, ids=lambda v: getattr(v, "name", None))

@@ -13,7 +13,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from vlm_tools.router_training.data import COMPOUND_HELDOUT_PATH, COMPOUND_TRAIN_PATH, HELDOUT_PATH, TRAIN_PATH
+from vlm_tools.router_training.data import COMPOUND_HELDOUT_PATH, COMPOUND_TRAIN_PATHS, HELDOUT_PATH, TRAIN_PATHS
 
 
 def add_router_subcommands(subparsers) -> None:
@@ -24,9 +24,10 @@ def add_router_subcommands(subparsers) -> None:
 def _add_train(subparsers) -> None:
     train = subparsers.add_parser("router-train", help="train the MiniLM task router into a folder")
     train.add_argument("-o", "--output", type=Path, required=True, help="router folder to write")
-    train.add_argument("--data", type=Path, default=TRAIN_PATH, help="training jsonl")
-    train.add_argument("--compound-data", type=Path, default=COMPOUND_TRAIN_PATH,
-                       help="multi-label jsonl for the scores head, with --data's single-task queries")
+    train.add_argument("--data", type=Path, nargs="+", default=list(TRAIN_PATHS),
+                       help="training jsonl files (default: the generated and the hand-written one)")
+    train.add_argument("--compound-data", type=Path, nargs="+", default=list(COMPOUND_TRAIN_PATHS),
+                       help="multi-label jsonl files for the scores head, with --data's single-task queries")
     train.add_argument("--heldout", type=Path, default=HELDOUT_PATH, help="jsonl evaluated after training")
     train.add_argument("--compound-heldout", type=Path, default=COMPOUND_HELDOUT_PATH,
                        help="multi-label jsonl evaluated after training")

@@ -2,12 +2,18 @@
 
 Single-task jsonl rows: {"text": query, "task": one of protocol.TASKS}.
 Multi-label (compound) jsonl rows: {"text": query, "tasks": [one or more of protocol.TASKS]}.
+
+The router trains on two kinds of file: generated (`train.jsonl`, `compound_train.jsonl`, from the seeded
+templates beside them) and hand-written (`written_train.jsonl`, `written_compound_train.jsonl`: the phrasing
+of real users that templates do not reach). The held-out sets are written separately and share no query with
+either (a test checks, after normalising case and punctuation).
 """
 from __future__ import annotations
 
 import json
 import random
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,11 @@ TRAIN_PATH = REPO_ROOT / "data" / "routing" / "train.jsonl"
 HELDOUT_PATH = REPO_ROOT / "data" / "routing" / "heldout.jsonl"
 COMPOUND_TRAIN_PATH = REPO_ROOT / "data" / "routing" / "compound_train.jsonl"
 COMPOUND_HELDOUT_PATH = REPO_ROOT / "data" / "routing" / "compound_heldout.jsonl"
+WRITTEN_TRAIN_PATH = REPO_ROOT / "data" / "routing" / "written_train.jsonl"
+WRITTEN_COMPOUND_TRAIN_PATH = REPO_ROOT / "data" / "routing" / "written_compound_train.jsonl"
+TRAIN_PATHS = (TRAIN_PATH, WRITTEN_TRAIN_PATH)
+COMPOUND_TRAIN_PATHS = (COMPOUND_TRAIN_PATH, WRITTEN_COMPOUND_TRAIN_PATH)
+Paths = str | Path | Sequence[str | Path]
 
 
 @dataclass(frozen=True)
@@ -43,11 +54,18 @@ class MultiLabelExamples:
         return cls(list(examples.texts), np.eye(len(TASKS), dtype=np.float32)[examples.labels].reshape(-1, len(TASKS)))
 
 
-def load_multilabel(path: str | Path) -> MultiLabelExamples:
+def _lines(paths: Paths):
+    """(path, line number, line) of every non-blank line of one file or of several, in order."""
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
+            if line.strip():
+                yield path, line_no, line
+
+
+def load_multilabel(paths: Paths) -> MultiLabelExamples:
+    """One file's rows, or several files' rows one after the other."""
     texts, targets = [], []
-    for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    for path, line_no, line in _lines(paths):
         row = json.loads(line)
         tasks = row.get("tasks")
         if (not isinstance(row.get("text"), str) or not isinstance(tasks, list) or not tasks
@@ -59,11 +77,10 @@ def load_multilabel(path: str | Path) -> MultiLabelExamples:
     return MultiLabelExamples(texts, np.asarray(targets, dtype=np.float32).reshape(-1, len(TASKS)))
 
 
-def load_examples(path: str | Path) -> Examples:
+def load_examples(paths: Paths) -> Examples:
+    """One file's rows, or several files' rows one after the other."""
     texts, labels = [], []
-    for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    for path, line_no, line in _lines(paths):
         row = json.loads(line)
         if row.get("task") not in TASKS or not isinstance(row.get("text"), str):
             raise ValueError(f"{path}:{line_no}: expected {{'text': str, 'task': one of {TASKS}}}, got {row!r}")
