@@ -9,7 +9,8 @@ Rows are {"text": query, "tasks": [tasks in protocol.TASKS order]}:
   "detect cats and dogs" is OD only, "describe the man and his dog" is caption only).
 
 The held-out sets (compound_heldout*.jsonl, heldout*.jsonl) are hand-written separately; generated queries
-that match one after normalisation are dropped.
+that match one after normalisation are dropped (after drawing, so that a new held-out set changes only its own
+matches).
 
 2026-12-03, third pass (clause styles the development sets compound_heldout_2/3 lost, none of their sentences):
 VQA as a command ("count the circles", "check whether ...", "answer: ..."); questions that point back at the
@@ -201,30 +202,35 @@ def compound(tasks: tuple[str, ...], rng: random.Random) -> str:
     return text
 
 
-def generate(make, n: int, tasks: tuple[str, ...], rng: random.Random, seen: set[str]) -> list[dict]:
+def generate(make, n: int, tasks: tuple[str, ...], rng: random.Random, seen: set[str],
+             banned: set[str]) -> list[dict]:
+    """n queries not in `seen` (the earlier groups') nor in `banned`. A tenth more are drawn and the banned ones
+    dropped afterwards, so the random stream does not depend on `banned`: a new held-out set only removes its
+    own matches."""
     rows = []
     for _ in range(60 * n):
         text = decorate(make(rng), rng)
         if normalise(text) not in seen:
             seen.add(normalise(text))
             rows.append({"text": text, "tasks": sorted(tasks, key=TASK_ORDER.index)})
-        if len(rows) == n:
+        if len(rows) == n + n // 10:
             break
-    return rows
+    return [row for row in rows if normalise(row["text"]) not in banned][:n]
 
 
 def main() -> None:
     rng = random.Random(SEED)
-    seen = held_out_texts()
+    seen, banned = set(), held_out_texts()
     rows = []
     for pair in itertools.combinations(TASK_ORDER, 2):
-        rows += generate(lambda r, p=pair: compound(p, r), PER_PAIR, pair, rng, seen)
-    rows += generate(lambda r: compound(TASK_ORDER, r), TRIPLES, TASK_ORDER, rng, seen)
+        rows += generate(lambda r, p=pair: compound(p, r), PER_PAIR, pair, rng, seen, banned)
+    rows += generate(lambda r: compound(TASK_ORDER, r), TRIPLES, TASK_ORDER, rng, seen, banned)
     for task, templates in NEGATIVE.items():
-        rows += generate(lambda r, t=templates: fill_more(r.choice(t), r), NEGATIVES_PER_TASK, (task,), rng, seen)
+        rows += generate(lambda r, t=templates: fill_more(r.choice(t), r), NEGATIVES_PER_TASK, (task,), rng, seen,
+                         banned)
     for task in TASK_ORDER:     # another task ruled out, then this one asked for: still one task
         rows += generate(lambda r, t=task: ruled_out(t, r) + r.choice([". just ", ", just ", ". ", "; only "])
-                         + clause(t, r), RULED_OUT_PER_TASK, (task,), rng, seen)
+                         + clause(t, r), RULED_OUT_PER_TASK, (task,), rng, seen, banned)
     rng.shuffle(rows)
     with open(HERE / "compound_train.jsonl", "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)

@@ -2,7 +2,8 @@
 
 Run from the repository root: `python data/routing/make_train.py`. Seeded, so the output is reproducible.
 The held-out sets (heldout*.jsonl, compound_heldout*.jsonl) are hand-written separately; any generated query
-that matches a held-out one after normalisation is dropped so they stay unseen.
+that matches a held-out one after normalisation is dropped so they stay unseen (after drawing, so that a new
+held-out set changes only its own matches).
 
 Besides plain requests the templates cover the shapes of the demo scenes ("how many triangles"), terse
 requests ("boxes"), indirect ones ("can you tell me whether ..."), a neutral first sentence ("i took this
@@ -355,14 +356,16 @@ def takes_opener(template: str) -> bool:
 
 
 def generate(templates: list[str], task: str, rng: random.Random, banned: set[str]) -> list[dict]:
-    rows, seen = [], set(banned)
+    """PER_TASK distinct queries, none in `banned`. The random stream does not depend on `banned`, so a new
+    held-out set only removes its own matches (the next candidates take their places)."""
+    rows, seen = [], set()
     for template in itertools.islice(itertools.cycle(templates), 50 * PER_TASK):
         text = with_context(decorate(fill(template, rng), rng, opener=takes_opener(template)), task, rng)
         if normalise(text) not in seen:
             seen.add(normalise(text))
             rows.append({"text": text, "task": task})
     rng.shuffle(rows)
-    return rows[:PER_TASK]
+    return [row for row in rows if normalise(row["text"]) not in banned][:PER_TASK]
 
 
 def held_out_texts() -> set[str]:

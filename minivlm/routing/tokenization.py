@@ -2,8 +2,10 @@
 
 Used inside the Triton `preprocess` and `query_preprocess` models, so it depends on the `tokenizers` library
 only (no torch, no transformers at serving time). A saved folder holds `tokenizer.json` plus
-`query_tokenizer.json` with the router kind, padding rules and the words it corrects slips of
-(`spelling_words`, `spelling.py`; empty: none, as for the notebook's LSTM and folders saved before it existed).
+`query_tokenizer.json` with the router kind, padding rules, the words it corrects slips of
+(`spelling_words`, `spelling.py`; empty: none, as for the notebook's LSTM and folders saved before it existed)
+and whether it drops the clauses that rule a task out (`drop_ruled_out`, `ruled_out.py`; false in folders saved
+before it existed).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from minivlm.routing import ROUTER_KINDS
+from minivlm.routing.ruled_out import drop_ruled_out
 from minivlm.routing.spelling import SpellingCorrector
 
 CONFIG_FILE = "query_tokenizer.json"
@@ -31,6 +34,7 @@ class TokenizerSpec:
     pad_token: str
     fixed_length: bool    # lstm: always max_length; minilm: pad to the longest query in the batch
     spelling_words: tuple[str, ...] = ()   # correct slips of these words before tokenizing; () = off
+    drop_ruled_out: bool = False           # then drop clauses that rule a task out ("no caption, ...")
 
     def __post_init__(self):
         object.__setattr__(self, "spelling_words", tuple(self.spelling_words))   # a JSON list on load
@@ -61,6 +65,8 @@ class QueryTokenizer:
         if isinstance(texts, str):
             raise TypeError("QueryTokenizer expects a list of strings, got a single str")
         texts = [self.corrector(t) for t in texts] if self.corrector else list(texts)
+        if self.spec.drop_ruled_out:
+            texts = [drop_ruled_out(t) for t in texts]
         encodings = self._tokenizer.encode_batch(texts)
         input_ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), -1)
         attention_mask = np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(len(texts), -1)
@@ -87,11 +93,12 @@ class QueryTokenizer:
 
     @classmethod
     def from_pretrained(cls, hf_folder: str | Path, kind: str, *,
-                        spelling_words: tuple[str, ...] = ()) -> "QueryTokenizer":
+                        spelling_words: tuple[str, ...] = (), drop_ruled_out: bool = False) -> "QueryTokenizer":
         """Build from a Hugging Face tokenizer folder (`save_pretrained` output), e.g. the notebook's
         `mini-vlm-routing/tokenizer/` for "lstm" or the MiniLM folder for "minilm"."""
-        if spelling_words and kind == "lstm":
-            raise ValueError("the notebook's LSTM router tokenizes exactly as predict_task: no spelling correction")
+        if (spelling_words or drop_ruled_out) and kind == "lstm":
+            raise ValueError("the notebook's LSTM router tokenizes exactly as predict_task: no spelling correction "
+                             "and no dropped clauses")
         from transformers import AutoTokenizer  # build time only; serving loads tokenizer.json directly
 
         hf = AutoTokenizer.from_pretrained(str(hf_folder))
@@ -99,7 +106,7 @@ class QueryTokenizer:
         fixed = kind == "lstm"
         spec = TokenizerSpec(kind=kind, max_length=LSTM_MAX_LENGTH if fixed else MINILM_MAX_LENGTH,
                              pad_id=pad_id, pad_token=pad_token, fixed_length=fixed,
-                             spelling_words=tuple(spelling_words))
+                             spelling_words=tuple(spelling_words), drop_ruled_out=drop_ruled_out)
         return cls(hf.backend_tokenizer, spec)
 
 

@@ -93,6 +93,20 @@ def test_the_served_router_corrects_slips_as_the_in_process_one_does(shipped_exp
     np.testing.assert_array_equal(got.probs.argmax(axis=1), [0, 1, 2])
 
 
+def test_the_served_router_drops_ruled_out_clauses_as_the_in_process_one_does(shipped_export):
+    source, report = shipped_export
+    typed = ["Rather than boxes, just give me the count of cars.", "No caption. Boxes only.",
+             "Skip the object detection. A plain description is all I'm after."]
+    meant = ["just give me the count of cars.", "Boxes only.", "A plain description is all I'm after."]
+    served, in_process = OnnxRouter(report.path), load_router(source)
+    assert served.tokenizer.spec == in_process.tokenizer.spec and served.tokenizer.spec.drop_ruled_out
+    got, want, dropped = served.predict(typed), in_process.predict(typed), in_process.predict(meant)
+    for a, b in ((got, want), (want, dropped)):
+        np.testing.assert_allclose(a.probs, b.probs, atol=ROUTER_SPEC.tolerance, rtol=0)
+        np.testing.assert_allclose(a.scores, b.scores, atol=ROUTER_SPEC.tolerance, rtol=0)
+    np.testing.assert_array_equal(got.probs.argmax(axis=1), [2, 1, 0])
+
+
 def test_graph_declares_the_protocol_tensors(exported):
     graph = onnx.load(str(exported[1].path)).graph
     dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]   # noqa: E731

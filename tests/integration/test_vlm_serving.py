@@ -68,7 +68,9 @@ def test_answer_confidence_is_the_routers_probability(grpc_client):
 
 ROUTED = [("Describe this picture, please", "caption"), ("what's going on in this photo", "caption"),
           ("Detect all objects", "od"), ("Where are the objects? Give coordinates.", "od"),
-          ("Is it raining?", "vqa"), ("Is the dog happy?", "vqa"), ("how many people are there", "vqa")]
+          ("Is it raining?", "vqa"), ("Is the dog happy?", "vqa"), ("how many people are there", "vqa"),
+          ("Rather than boxes, just give me the count of cars.", "vqa"),     # a ruled-out task is dropped first
+          ("No need for a description, just the boxes.", "od")]
 
 
 @pytest.mark.parametrize("query, task", ROUTED)

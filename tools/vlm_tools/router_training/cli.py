@@ -44,6 +44,9 @@ def _add_train(subparsers) -> None:
                             "the heads read besides the last layer's")
     train.add_argument("--no-spelling", action="store_true",
                        help="no key-word spelling correction before tokenizing (minivlm/routing/spelling.py)")
+    train.add_argument("--keep-ruled-out", action="store_true",
+                       help="keep the clauses that rule a task out (default: dropped before the encoder, "
+                            "minivlm/routing/ruled_out.py)")
     _common(train, _cmd_train)
 
 
@@ -81,7 +84,8 @@ def train_config(args, config_type):
     """The TrainConfig the flags ask for. The flags' defaults repeat TrainConfig's (so `--help` shows them
     without importing torch); a test checks that the plain command trains with TrainConfig()."""
     return config_type(seed=args.seed, head_steps=args.head_steps, calibration_fraction=args.calibration_fraction,
-                       spelling=not args.no_spelling, head_hidden=args.head_hidden,
+                       spelling=not args.no_spelling, drop_ruled_out=not args.keep_ruled_out,
+                       head_hidden=args.head_hidden,
                        extra_layers=tuple(args.extra_layers))
 
 
