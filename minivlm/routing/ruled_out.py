@@ -6,10 +6,11 @@ same whether the user asks for boxes or declines them. Training data with rule-o
 fresh held-out set 5 half of the misroutes (5 of 10) were a task ruled out in words the heads read as a request
 for it. Dropping the clause is exact where a pattern matches and leaves every other query untouched.
 
-A clause (text up to . , ; : ! ? or a newline) is dropped when it holds a negator followed within four words
-by a task word ("no caption", "don't draw boxes", "rather than listing objects with coordinates", "not
-interested in how many") or a task word followed by "is not needed" and the like ("counting isn't needed").
-Nothing is dropped unless at least two words remain, so "no boxes" or "is there no box?" stay as typed.
+A clause (text up to . , ; : ! ? a newline or a spaced dash) that is not a question is dropped when it holds
+a negator followed within three words by a task word ("no caption", "don't draw boxes", "rather than listing objects
+with coordinates", "not interested in how many") or a task word followed by "is not needed" and the like
+("counting isn't needed", "boxes are optional"; "boxes are needed" asks for them). Nothing is dropped unless at
+least two words remain, so "no boxes" stays as typed.
 
 It runs inside QueryTokenizer after the key-word spelling correction (a corrected "descirbe" is seen as
 "describe"), so the served preprocess step, the ONNX runner and the in-process router read the same text.
@@ -31,25 +32,40 @@ TASK_WORDS = (
 )
 _TASK = r"(?:%s)\b" % "|".join(TASK_WORDS)
 _NEGATOR = (r"(?:no|not|don'?t|do\s+not|never|without|skip(?:ping)?|forget|ignore|rather\s+than|instead\s+of|"
-            r"no\s+need\s+(?:for|to)|never\s*mind|leave\s+out|hold)")
-_RULED_OUT_BEFORE = re.compile(r"\b%s\b(?:\W+\w+){0,4}?\W+%s" % (_NEGATOR, _TASK), re.IGNORECASE)
-_RULED_OUT_AFTER = re.compile(
-    r"\b%s(?:\W+\w+){0,3}?\W+(?:is|are|'s|isn'?t|aren'?t)?\s*(?:not\s+)?"
-    r"(?:needed|necessary|required|wanted|unnecessary|optional)\b" % _TASK, re.IGNORECASE)
-_CLAUSE = re.compile(r"[^.;!?,:\n]+[.;!?,:\n]*|[.;!?,:\n]+")
+            r"no\s+need\s+(?:for|to)|never\s*mind|leave\s+out|hold\s+the)")
+_RULED_OUT_BEFORE = re.compile(r"\b%s\b(?:\W+\w+){0,3}?\W+%s" % (_NEGATOR, _TASK), re.IGNORECASE)
+_NEED = r"(?:needed|necessary|required|wanted)"
+_NOT = r"(?:not|isn'?t|aren'?t|wasn'?t|weren'?t)"
+_RULED_OUT_AFTER = re.compile(    # "boxes are needed" asks for them: only a need negated or optional rules out
+    r"\b%s(?:\W+\w+){0,3}?\W+(?:(?:is|are|was|were)\s+)?%s\s+%s\b"
+    r"|\b%s(?:\W+\w+){0,3}?\W+(?:(?:is|are)\s+)?(?:unnecessary|optional)\b" % (_TASK, _NOT, _NEED, _TASK),
+    re.IGNORECASE)
+_CLAUSE_END = re.compile(r"[.;!?,:\n]+|\s[-–—]+\s|[–—]")    # punctuation, a spaced hyphen or any long dash
 _WORD = re.compile(r"\w+")
 MIN_WORDS_LEFT = 2
 
 
 def rules_out_a_task(clause: str) -> bool:
+    """A question is never a rule-out ("Is there no forklift near the boxes?" asks about boxes as objects)."""
+    if clause.rstrip().endswith("?"):
+        return False
     return bool(_RULED_OUT_BEFORE.search(clause) or _RULED_OUT_AFTER.search(clause))
 
 
 def drop_ruled_out(text: str) -> str:
     """`text` without its clauses that rule a task out, or `text` itself when none does or too little would
     remain."""
-    clauses = _CLAUSE.findall(text)
+    clauses = _clauses(text)
     kept = [c for c in clauses if not rules_out_a_task(c)]
     if len(kept) == len(clauses) or len(_WORD.findall("".join(kept))) < MIN_WORDS_LEFT:
         return text
     return "".join(kept).strip()
+
+
+def _clauses(text: str) -> list[str]:
+    """`text` cut after each clause end; the pieces join back to `text`."""
+    pieces, start = [], 0
+    for end in _CLAUSE_END.finditer(text):
+        pieces.append(text[start:end.end()])
+        start = end.end()
+    return pieces + [text[start:]] if start < len(text) else pieces
