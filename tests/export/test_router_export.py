@@ -80,31 +80,30 @@ def exported(request, lstm_export, minilm_export, minilm_old_export, shipped_exp
             "shipped": shipped_export}[request.param]
 
 
-def test_the_served_router_corrects_slips_as_the_in_process_one_does(shipped_export):
-    source, report = shipped_export
-    typed = ["descirbe teh imgae", "detcet the objcts", "waht colour is the sqaure"]
-    meant = ["describe teh image", "detect the objects", "what colour is the square"]
-    served, in_process = OnnxRouter(report.path), load_router(source)
-    assert served.tokenizer.spec == in_process.tokenizer.spec and served.tokenizer.spec.spelling_words
-    got, want, corrected = served.predict(typed), in_process.predict(typed), in_process.predict(meant)
-    for a, b in ((got, want), (want, corrected)):
-        np.testing.assert_allclose(a.probs, b.probs, atol=ROUTER_SPEC.tolerance, rtol=0)
-        np.testing.assert_allclose(a.scores, b.scores, atol=ROUTER_SPEC.tolerance, rtol=0)
-    np.testing.assert_array_equal(got.probs.argmax(axis=1), [0, 1, 2])
+# (what the user typed, what the router should read, the tasks) for the shipped tokenizer's two rewrites
+REWRITES = {
+    "spelling": (["descirbe teh imgae", "detcet the objcts", "waht colour is the sqaure"],
+                 ["describe teh image", "detect the objects", "what colour is the square"], [0, 1, 2]),
+    "ruled_out": (["Rather than boxes, just give me the count of cars.", "No caption. Boxes only.",
+                   "Skip the object detection. A plain description is all I'm after."],
+                  ["just give me the count of cars.", "Boxes only.", "A plain description is all I'm after."],
+                  [2, 1, 0]),
+}
 
 
-def test_the_served_router_drops_ruled_out_clauses_as_the_in_process_one_does(shipped_export):
+@pytest.mark.parametrize("rewrite", REWRITES)
+def test_the_served_router_reads_the_rewritten_query_as_the_in_process_one_does(shipped_export, rewrite):
+    """Slips corrected, ruled-out clauses dropped: the exported tokenizer does both, as in process."""
     source, report = shipped_export
-    typed = ["Rather than boxes, just give me the count of cars.", "No caption. Boxes only.",
-             "Skip the object detection. A plain description is all I'm after."]
-    meant = ["just give me the count of cars.", "Boxes only.", "A plain description is all I'm after."]
+    typed, meant, tasks = REWRITES[rewrite]
     served, in_process = OnnxRouter(report.path), load_router(source)
-    assert served.tokenizer.spec == in_process.tokenizer.spec and served.tokenizer.spec.drop_ruled_out
-    got, want, dropped = served.predict(typed), in_process.predict(typed), in_process.predict(meant)
-    for a, b in ((got, want), (want, dropped)):
+    assert served.tokenizer.spec == in_process.tokenizer.spec
+    assert served.tokenizer.spec.spelling_words and served.tokenizer.spec.drop_ruled_out
+    got, want, rewritten = served.predict(typed), in_process.predict(typed), in_process.predict(meant)
+    for a, b in ((got, want), (want, rewritten)):
         np.testing.assert_allclose(a.probs, b.probs, atol=ROUTER_SPEC.tolerance, rtol=0)
         np.testing.assert_allclose(a.scores, b.scores, atol=ROUTER_SPEC.tolerance, rtol=0)
-    np.testing.assert_array_equal(got.probs.argmax(axis=1), [2, 1, 0])
+    np.testing.assert_array_equal(got.probs.argmax(axis=1), tasks)
 
 
 def test_graph_declares_the_protocol_tensors(exported):
