@@ -78,7 +78,8 @@ VQA_DIRECT = [
     "where is the {thing}?", "is the {person} smiling?", "what is on the {thing}?", "what sport is this?",
     # pointing back at the objects just detected or described
     "how many are {colour}?", "is the {colour} one {state}?", "which one is biggest?", "is there a {colour} one?",
-    "are any of them {colour}?", "which is the largest?", "how many of them are there?", "is the {colour} one on the left?",
+    "are any of them {colour}?", "which is the largest?", "how many of them are there?",
+    "is the {colour} one on the left?",
     "which one is closest?", "what colour is the biggest one?", "are they all the same size?",
 ]
 # VQA as a command.

@@ -188,7 +188,8 @@ VQA = [
     "which {objsing} is highest up", "are the {objsing}s overlapping", "what is the biggest {objsing}",
     "how far apart are the {things}", "is anything on the {thing}", "does any {objsing} look {state}",
     # terse choices and abbreviations
-    "{state} or {state}?", "{colour} or not?", "q: {question}", "qa: how many {things}", "vqa: what colour is the {thing}",
+    "{state} or {state}?", "{colour} or not?", "q: {question}", "qa: how many {things}",
+    "vqa: what colour is the {thing}",
     "question - is the {thing} {state}", "{things}: how many?", "yes/no - any {things}?",
 ]
 EMBEDDED_QUESTION = [
@@ -229,7 +230,8 @@ FIRST_SENTENCE = ["i took this yesterday", "here is an image", "this one is from
                   "this picture was taken at a game", "the image shows a test pattern", "i'm a teacher",
                   "we need this for an audit", "it's for a presentation", "urgent", "for my records",
                   # what the image holds, said before the request
-                  "here's a {img} of some {things}", "this {img} has a few {things} in it", "it's a {img} of my {thing}",
+                  "here's a {img} of some {things}", "this {img} has a few {things} in it",
+                  "it's a {img} of my {thing}",
                   "there are some {things} here", "i drew some {things}", "this is a {img} of a {person}",
                   "the {img} shows a {colour} {thing}", "we photographed the {things} at work",
                   "it's a {img} with {things} and {things}", "here is a {img} of {things}"]

@@ -212,11 +212,5 @@ def save_plot(fig, path: Path, *, dpi: int) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     path.parent.mkdir(parents=True, exist_ok=True)
-    quantize(Image.open(buffer)).save(path, optimize=True)
-
-
-def quantize(image):
-    """RGB(A) -> a 256-colour palette image (median cut)."""
-    from PIL import Image
-
-    return image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    palette = Image.open(buffer).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    palette.save(path, optimize=True)

@@ -85,8 +85,7 @@ def train_config(args, config_type):
     without importing torch); a test checks that the plain command trains with TrainConfig()."""
     return config_type(seed=args.seed, head_steps=args.head_steps, calibration_fraction=args.calibration_fraction,
                        spelling=not args.no_spelling, drop_ruled_out=not args.keep_ruled_out,
-                       head_hidden=args.head_hidden,
-                       extra_layers=tuple(args.extra_layers))
+                       head_hidden=args.head_hidden, extra_layers=tuple(args.extra_layers))
 
 
 def _cmd_train(args) -> int:
