@@ -9,8 +9,10 @@ for it. Dropping the clause is exact where a pattern matches and leaves every ot
 A clause (text up to . , ; : ! ? a newline or a spaced dash) that is not a question is dropped when it holds
 a negator followed within three words by a task word ("no caption", "don't draw boxes", "rather than listing objects
 with coordinates", "not interested in how many") or a task word followed by "is not needed" and the like
-("counting isn't needed", "boxes are optional"; "boxes are needed" asks for them). Nothing is dropped unless at
-least two words remain, so "no boxes" stays as typed.
+("counting isn't needed", "boxes are optional"; "boxes are needed" asks for them). When a request starts again
+inside such a clause ("Skip the detection and give me a summary", "i dont want boxes i want a description"),
+the clause is dropped only up to it. Nothing is dropped unless at least two words remain, so "no boxes" stays as
+typed.
 
 It runs inside QueryTokenizer after the key-word spelling correction (a corrected "descirbe" is seen as
 "describe"), so the served preprocess step, the ONNX runner and the in-process router read the same text.
@@ -40,6 +42,15 @@ _RULED_OUT_AFTER = re.compile(    # "boxes are needed" asks for them: only a nee
     r"\b%s(?:\W+\w+){0,3}?\W+(?:(?:is|are|was|were)\s+)?%s\s+%s\b"
     r"|\b%s(?:\W+\w+){0,3}?\W+(?:(?:is|are)\s+)?(?:unnecessary|optional)\b" % (_TASK, _NOT, _NEED, _TASK),
     re.IGNORECASE)
+# Where a request starts again inside a clause that rules a task out ("Skip the detection and give me a summary"):
+# a request verb after a conjunction or "just"/"instead" and the like, or "I want". A bare verb does not count
+# ("Don't count anything or draw boxes" rules both out), nor do question words ("no need to count how many").
+_REQUEST_VERB = (r"(?:give|tell|show|count|describe|find|locate|mark|draw|list|write|say|answer|summari[sz]e|"
+                 r"detect|explain|caption|box)\b")
+_REQUEST_START = re.compile(
+    r"\s+(?:(?:and|but|so|then)\s+(?=(?:(?:just|only|instead|please|simply|rather)\s+)*%s)"
+    r"|(?=(?:(?:just|only|instead|please|simply|rather)\s+)+%s)"
+    r"|(?=i\s+(?:just\s+|only\s+)?(?:want|need)\b|i'?d\s+like\b))" % (_REQUEST_VERB, _REQUEST_VERB), re.IGNORECASE)
 _CLAUSE_END = re.compile(r"[.;!?,:\n]+|\s[-–—]+\s|[–—]")    # punctuation, a spaced hyphen or any long dash
 _WORD = re.compile(r"\w+")
 MIN_WORDS_LEFT = 2
@@ -47,17 +58,30 @@ MIN_WORDS_LEFT = 2
 
 def rules_out_a_task(clause: str) -> bool:
     """A question is never a rule-out ("Is there no forklift near the boxes?" asks about boxes as objects)."""
+    return _rule_out(clause) is not None
+
+
+def _rule_out(clause: str) -> re.Match | None:
     if clause.rstrip().endswith("?"):
-        return False
-    return bool(_RULED_OUT_BEFORE.search(clause) or _RULED_OUT_AFTER.search(clause))
+        return None
+    return _RULED_OUT_BEFORE.search(clause) or _RULED_OUT_AFTER.search(clause)
+
+
+def _without_rule_out(clause: str) -> str:
+    """`clause` itself, or what follows its rule-out when a request starts again after it, or ""."""
+    rule_out = _rule_out(clause)
+    if rule_out is None:
+        return clause
+    request = _REQUEST_START.search(clause, rule_out.end())
+    return _without_rule_out(clause[request.end():]) if request else ""
 
 
 def drop_ruled_out(text: str) -> str:
     """`text` without its clauses that rule a task out, or `text` itself when none does or too little would
     remain."""
     clauses = _clauses(text)
-    kept = [c for c in clauses if not rules_out_a_task(c)]
-    if len(kept) == len(clauses) or len(_WORD.findall("".join(kept))) < MIN_WORDS_LEFT:
+    kept = [_without_rule_out(c) for c in clauses]
+    if kept == clauses or len(_WORD.findall("".join(kept))) < MIN_WORDS_LEFT:
         return text
     return "".join(kept).strip()
 

@@ -40,6 +40,12 @@ def tokenizer() -> QueryTokenizer:
     ("no caption\u2014boxes only", "boxes only"),
     ("Boxes are optional. Describe the scene.", "Describe the scene."),
     ("hold the description; is this indoors?", "is this indoors?"),
+    # a request that starts again inside the ruling-out clause is kept
+    ("Skip the object detection and give me a summary", "give me a summary"),
+    ("i dont want boxes i want a description", "i want a description"),
+    ("don't box the cars and trucks just describe", "just describe"),
+    ("Don't draw boxes around the cars and count them instead.", "count them instead."),
+    ("Don't count anything or draw boxes; I only want a caption.", "I only want a caption."),   # "or draw": no
 ])
 def test_a_ruled_out_task_is_dropped(text, meant):
     assert drop_ruled_out(text) == meant
@@ -54,6 +60,8 @@ def test_a_ruled_out_task_is_dropped(text, meant):
     "count the cars that are not parked, and describe the scene",
     "describe the picture and tell me how many triangles there are",
     "Is there no dog?",
+    "skip the caption and the boxes",                     # "and the boxes" asks for nothing
+    "no need to count how many birds there are",          # a question word is no new request
     "",
 ])
 def test_other_queries_are_left_alone(text):
