@@ -28,9 +28,10 @@ TASK_WORDS = (
     r"narrat(?:e|ion|ing)", r"overview", r"alt[- ]text",
     # od
     r"(?:bounding\s+)?box(?:es|ing)?", r"bbox(?:es)?", r"detect(?:ion|ions|ing)?", r"coord(?:inate)?s",
-    r"locat(?:e|ing|ions?)", r"positions?", r"outlines?", r"rectangles?", r"od",
+    r"locat(?:e|ing|ions?)", r"positions?", r"outlin(?:e|es|ed|ing)", r"rectangles?", r"od", r"mark(?:s|ed|ing)?",
     # vqa
-    r"count(?:ing|s)?", r"how\s+many", r"tally", r"questions?", r"answer(?:s|ing)?",
+    r"count(?:ing|s)?", r"how\s+many", r"tally", r"questions?", r"answer(?:s|ing)?", r"numbers?",
+    r"yes[\s-]+or[\s-]+no",
 )
 _TASK = r"(?:%s)\b" % "|".join(TASK_WORDS)
 _NEGATOR = (r"(?:no|not|don'?t|do\s+not|never|without|skip(?:ping)?|forget|ignore|rather\s+than|instead\s+of|"
@@ -40,7 +41,8 @@ _NEED = r"(?:needed|necessary|required|wanted)"
 _NOT = r"(?:not|isn'?t|aren'?t|wasn'?t|weren'?t)"
 _RULED_OUT_AFTER = re.compile(    # "boxes are needed" asks for them: only a need negated or optional rules out
     r"\b%s(?:\W+\w+){0,3}?\W+(?:(?:is|are|was|were)\s+)?%s\s+%s\b"
-    r"|\b%s(?:\W+\w+){0,3}?\W+(?:(?:is|are)\s+)?(?:unnecessary|optional)\b" % (_TASK, _NOT, _NEED, _TASK),
+    r"|\b%s(?:\W+\w+){0,3}?\W+(?:(?:is|are)\s+)?(?:unnecessary|optional|useless|pointless|irrelevant)\b"
+    % (_TASK, _NOT, _NEED, _TASK),
     re.IGNORECASE)
 # Where a request starts again inside a clause that rules a task out ("Skip the detection and give me a summary"):
 # a request verb after a conjunction or "just"/"instead" and the like, or "I want". A bare verb does not count
