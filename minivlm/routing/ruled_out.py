@@ -58,12 +58,9 @@ _WORD = re.compile(r"\w+")
 MIN_WORDS_LEFT = 2
 
 
-def rules_out_a_task(clause: str) -> bool:
-    """A question is never a rule-out ("Is there no forklift near the boxes?" asks about boxes as objects)."""
-    return _rule_out(clause) is not None
-
-
 def _rule_out(clause: str) -> re.Match | None:
+    """Where `clause` rules a task out, or None. A question never does ("Is there no forklift near the boxes?"
+    asks about boxes as objects)."""
     if clause.rstrip().endswith("?"):
         return None
     return _RULED_OUT_BEFORE.search(clause) or _RULED_OUT_AFTER.search(clause)
