@@ -16,6 +16,8 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
+from minivlm.decoding import native
+
 Precision = Literal["fp32", "bf16", "int8"]
 AUTO = "auto"                     # the device's default precision (`default_precision`)
 DEVICE_TYPES = ("cpu", "cuda")    # where the fast decoder runs
@@ -28,6 +30,7 @@ class WeightFormat:
     matmul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]       # x (N, in) -> (N, out), in `dtype`
     dtype: torch.dtype            # activations, the residual stream and the KV cache
     fused_add: bool               # `matmul` is torch.matmul: x += a @ w is one addmm_ kernel
+    native_step: bool = False     # a decode step is one call into `minivlm.decoding.native` (CPU fp32)
 
 
 def _pack_int8(w: torch.Tensor) -> torch.Tensor:
@@ -59,10 +62,21 @@ _FP32 = WeightFormat("fp32", _transposed, torch.matmul, torch.float32, fused_add
 # torch.matmul on a plain (in, out) matrix (measured here, 2 threads: all of a full-size step's products
 # 11 vs 26 ms at batch 1, 15 vs 50 ms at batch 8, and 2.4x on prefill's larger products); results differ
 # from matmul's by float rounding only (~4e-6 on unit-scale outputs).
-_CPU_FP32 = (WeightFormat("fp32", _onednn_packed, _onednn_linear, torch.float32, fused_add=False)
-             if torch.backends.mkldnn.is_available() else _FP32)
+_ONEDNN_FP32 = (WeightFormat("fp32", _onednn_packed, _onednn_linear, torch.float32, fused_add=False)
+                if torch.backends.mkldnn.is_available() else _FP32)
+# Faster still: our own kernels (`minivlm.decoding.native`, compiled here on first use) on a layout for few
+# rows, and the whole decode step in one C call: against oneDNN's format, one thread, 1.3x faster per step at
+# batch 1 and 8, prefill equal (docs/benchmarks.md). The same arithmetic up to float rounding.
+_NATIVE_FP32 = WeightFormat("fp32", native.block, native.product, torch.float32, fused_add=False, native_step=True)
+
+
+def _cpu_fp32() -> WeightFormat:
+    """The native format where its kernels build here, else oneDNN's (decided on first use, not at import)."""
+    return _NATIVE_FP32 if native.library() is not None else _ONEDNN_FP32
+
+
 FORMATS: dict[tuple[str, str], WeightFormat] = {
-    ("cpu", "fp32"): _CPU_FP32,
+    ("cpu", "fp32"): _ONEDNN_FP32,      # `weight_format` gives the native one where it builds
     ("cpu", "bf16"): WeightFormat(
         "bf16", lambda w: torch.ops.mkldnn._reorder_linear_weight(w.bfloat16(), 1),
         lambda x, w: _onednn_linear(x.bfloat16(), w).float(), torch.float32, fused_add=False),
@@ -87,6 +101,8 @@ def weight_format(precision: str, device: torch.device | str) -> WeightFormat:
         raise ValueError(f"decoder precision {precision!r} does not run on {device_type}"
                          + (f"; {device_type} offers {offered}" if offered else
                             f"; the fast decoder runs on {DEVICE_TYPES}"))
+    if (device_type, precision) == ("cpu", "fp32"):
+        return _cpu_fp32()
     return FORMATS[device_type, precision]
 
 

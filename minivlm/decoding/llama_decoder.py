@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from minivlm.decoding.device import DEVICE_TYPES, Precision, WeightFormat, model_device, weight_format
+from minivlm.decoding.native import NativeStep, supports_step
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,7 @@ class LlamaDecoder:
         inv_freq = 1.0 / (config.rope_theta ** exponents)                                               # HF's
         angles = torch.arange(config.max_positions, dtype=torch.float, device=self.device)[:, None] * inv_freq[None, :]
         self.rotations = torch.polar(torch.ones_like(angles), angles)          # (P, hd/2) complex: cos + i sin
+        self._native = NativeStep(self) if weight_format.native_step and supports_step(config) else None
 
     @classmethod
     def from_hf(cls, model: LlamaForCausalLM, *, precision: Precision = "fp32",
@@ -384,6 +386,11 @@ class LlamaDecoder:
         B, t = cache.rows, cache.length
         if t >= cache.capacity or token_ids.shape != (B,):
             raise ValueError(f"step() got {tuple(token_ids.shape)} tokens for {B} rows at {t}/{cache.capacity}")
+        if self._native is not None:
+            logits = self._native(token_ids, cache)
+            cache.positions[:B] += 1
+            cache.length = t + 1
+            return logits
         G = c.n_heads // c.n_kv_heads
         # every layer's cache views up front: the view ops run back to back while their code is hot
         writes = [kv[:B, :, t] for kv in cache.kv]                                       # (B, 2 KV, hd)

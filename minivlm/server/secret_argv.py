@@ -12,13 +12,11 @@ The library is compiled once with the system's C compiler into the user's cache.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from minivlm.c_library import CompileError, shared_library
 from minivlm.server.discovery import TritonServerError
 
 PLACEHOLDER = "@VLM_SECRET@"
@@ -57,33 +55,13 @@ __attribute__((constructor)) static void substitute_secret(int argc, char **argv
 """.replace("@PLACEHOLDER@", PLACEHOLDER).replace("@SECRET_ENV@", SECRET_ENV)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minivlm" / "secret-argv"
-
-
 def secret_argv_library() -> Path:
     """The preload library, compiled on first use (a second process compiling meanwhile is harmless)."""
-    digest = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
-    library = _cache_dir() / f"secret_argv-{digest}.so"
-    if library.is_file():
-        return library
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise TritonServerError("no C compiler (cc) to build the library that keeps the admin key off "
-                                "tritonserver's command line; install gcc")
-    library.parent.mkdir(parents=True, exist_ok=True)
-    # per-process names: a second process compiling meanwhile never reads a half-written source or library
-    source, partial = library.with_suffix(f".{os.getpid()}.c"), library.with_suffix(f".{os.getpid()}.tmp")
-    source.write_text(_SOURCE)
     try:
-        result = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(source)],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise TritonServerError(f"compiling {source} failed:\n{result.stderr.strip()}")
-        partial.replace(library)
-    finally:
-        source.unlink(missing_ok=True)
-    return library
+        return shared_library("secret_argv", _SOURCE, ["-O2"], folder="secret-argv")
+    except CompileError as error:
+        raise TritonServerError(f"cannot build the library that keeps the admin key off tritonserver's command "
+                                f"line: {error}") from error
 
 
 def secret_environment(env: dict[str, str], secret: str) -> dict[str, str]:

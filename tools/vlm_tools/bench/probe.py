@@ -109,7 +109,7 @@ def bandwidth_kernels(nbytes: int, cores: int) -> list[Kernel]:
     from minivlm.decoding.device import weight_format
 
     cols = 4096
-    matrix = torch.randn(max(1, nbytes // (4 * cols)), cols)              # (N, 4096) fp32
+    matrix = torch.randn(max(16, nbytes // (4 * cols) // 16 * 16), cols)  # (N, 4096) fp32, N a multiple of 16
     vector, array = torch.randn(cols), matrix.numpy()
     size, target = matrix.numel() * 4, torch.empty_like(matrix)
     kernels = []
