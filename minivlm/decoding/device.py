@@ -70,9 +70,18 @@ _ONEDNN_FP32 = (WeightFormat("fp32", _onednn_packed, _onednn_linear, torch.float
 _NATIVE_FP32 = WeightFormat("fp32", native.block, native.product, torch.float32, fused_add=False, native_step=True)
 
 
-def _cpu_fp32() -> WeightFormat:
-    """The native format where its kernels build here, else oneDNN's (decided on first use, not at import)."""
-    return _NATIVE_FP32 if native.library() is not None else _ONEDNN_FP32
+_FBGEMM_INT8 = WeightFormat("int8", _pack_int8, torch.ops.quantized.linear_dynamic, torch.float32, fused_add=False)
+# int8 on AVX-512 VNNI: our own kernels too (per-row weight and input scales, int32 sums), the step in C.
+_NATIVE_INT8 = WeightFormat("int8", native.block_int8, native.product, torch.float32, fused_add=False,
+                            native_step=True)
+
+
+def _cpu_format(precision: str) -> WeightFormat:
+    """The native format where its kernels build here (int8: and the CPU has VNNI), else oneDNN's or
+    fbgemm's. Decided on first use, not at import."""
+    if precision == "fp32":
+        return _NATIVE_FP32 if native.library() is not None else _ONEDNN_FP32
+    return _NATIVE_INT8 if native.has_int8() else _FBGEMM_INT8
 
 
 FORMATS: dict[tuple[str, str], WeightFormat] = {
@@ -80,8 +89,7 @@ FORMATS: dict[tuple[str, str], WeightFormat] = {
     ("cpu", "bf16"): WeightFormat(
         "bf16", lambda w: torch.ops.mkldnn._reorder_linear_weight(w.bfloat16(), 1),
         lambda x, w: _onednn_linear(x.bfloat16(), w).float(), torch.float32, fused_add=False),
-    ("cpu", "int8"): WeightFormat("int8", _pack_int8, torch.ops.quantized.linear_dynamic, torch.float32,
-                                  fused_add=False),
+    ("cpu", "int8"): _FBGEMM_INT8,      # `weight_format` gives the native one where it builds
     ("cuda", "fp32"): _FP32,
     # Plain torch ops, so the unit tests check this format's arithmetic on the CPU too.
     ("cuda", "bf16"): WeightFormat("bf16", lambda w: _transposed(w).bfloat16(), torch.matmul, torch.bfloat16,
@@ -101,8 +109,8 @@ def weight_format(precision: str, device: torch.device | str) -> WeightFormat:
         raise ValueError(f"decoder precision {precision!r} does not run on {device_type}"
                          + (f"; {device_type} offers {offered}" if offered else
                             f"; the fast decoder runs on {DEVICE_TYPES}"))
-    if (device_type, precision) == ("cpu", "fp32"):
-        return _cpu_fp32()
+    if device_type == "cpu" and precision in ("fp32", "int8"):
+        return _cpu_format(precision)
     return FORMATS[device_type, precision]
 
 

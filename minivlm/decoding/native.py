@@ -54,22 +54,28 @@ def _build() -> Path:
     return path
 
 
+class _Matrix(ctypes.Structure):
+    """decode_step.c's `matrix`."""
+    _fields_ = [("w", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("sum128", ctypes.c_void_p),
+                ("k", ctypes.c_int), ("kp", ctypes.c_int)]
+
+
 class _Model(ctypes.Structure):
-    """decode_step.c's `model`: the weights' addresses and the shapes."""
+    """decode_step.c's `model`: the shapes and the weights' addresses."""
     _fields_ = [(name, ctypes.c_int) for name in
                 ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden", "vocab")] + [
-        ("eps_d", ctypes.c_float), ("embed", ctypes.c_void_p), ("lm_head", ctypes.c_void_p),
-        ("wqkv", ctypes.POINTER(ctypes.c_void_p)), ("wo", ctypes.POINTER(ctypes.c_void_p)),
-        ("w_gate_up", ctypes.POINTER(ctypes.c_void_p)), ("w_down", ctypes.POINTER(ctypes.c_void_p)),
-        ("rotations", ctypes.c_void_p)]
+        ("eps_d", ctypes.c_float), ("embed", ctypes.c_void_p), ("lm_head", ctypes.POINTER(_Matrix)),
+        ("layers", ctypes.POINTER(_Matrix)), ("rotations", ctypes.c_void_p)]
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
-    lib.vlm_product.argtypes = [p, i, i, p, i64, i, p, i64, i]
-    lib.vlm_product.restype = None
+    lib.vlm_product.argtypes = [ctypes.POINTER(_Matrix), i, p, i64, i, p, i64, i]
+    lib.vlm_product.restype = i
     lib.vlm_step.argtypes = [ctypes.POINTER(_Model), i, p, p, p, i64, i64, i, i, p, i64, p, i]
     lib.vlm_step.restype = i
+    lib.vlm_has_int8.argtypes = []
+    lib.vlm_has_int8.restype = i
     return lib
 
 
@@ -94,33 +100,67 @@ def _threads() -> int:
     return torch.get_num_threads()          # the caller's setting, as torch's own kernels would use
 
 
+def has_int8() -> bool:
+    """The int8 kernels need AVX-512 VNNI (compiled in where -march=native has it)."""
+    return library() is not None and bool(library().vlm_has_int8())
+
+
 @dataclass(frozen=True)
 class Blocked:
-    """An (rows, K) matrix in the blocked layout: `data` (ceil(rows / 16), K, 16), zeros past `rows`."""
+    """An (rows, K) matrix in a blocked layout, padded with zero rows to a multiple of 16: fp32 `data`
+    (rows/16, K, 16); or int8 `data` (rows/16, K/4, 16, 4) with per-row `scale` and `sum128` (K padded to 4)."""
     data: torch.Tensor
     rows: int
+    k: int
+    scale: torch.Tensor | None = None
+    sum128: torch.Tensor | None = None
 
     def data_ptr(self) -> int:
         return self.data.data_ptr()
 
+    @property
+    def padded_rows(self) -> int:
+        return self.data.shape[0] * BLOCK
+
+    def matrix(self) -> _Matrix:
+        if self.scale is None:
+            return _Matrix(self.data_ptr(), None, None, self.k, self.k)
+        return _Matrix(self.data_ptr(), self.scale.data_ptr(), self.sum128.data_ptr(), self.k, self.data.shape[1] * 4)
+
+
+def _padded_rows(w: torch.Tensor) -> torch.Tensor:
+    return torch.cat([w.detach().float(), w.new_zeros((-w.shape[0] % BLOCK, w.shape[1]))])
+
 
 def block(w: torch.Tensor) -> Blocked:
-    """(N, K) fp32 -> the blocked layout, N padded with zero rows to a multiple of 16."""
+    """(N, K) fp32 -> the fp32 blocked layout."""
     n, k = w.shape
-    w = torch.cat([w.detach().float(), w.new_zeros((-n % BLOCK, k))])
-    return Blocked(w.reshape(-1, BLOCK, k).transpose(1, 2).contiguous(), n)
+    return Blocked(_padded_rows(w).reshape(-1, BLOCK, k).transpose(1, 2).contiguous(), n, k)
+
+
+def block_int8(w: torch.Tensor) -> Blocked:
+    """(N, K) fp32 -> int8, one symmetric scale per row (max |w| / 127), in the int8 blocked layout."""
+    n, k = w.shape
+    w = _padded_rows(w)
+    scale = w.abs().amax(dim=1) / 127
+    q = torch.round(w / scale.clamp(min=1e-30)[:, None]).clamp(-127, 127).to(torch.int8)
+    q = torch.cat([q, q.new_zeros((q.shape[0], -k % 4))], dim=1)                  # K padded to 4
+    data = q.reshape(-1, BLOCK, q.shape[1] // 4, 4).transpose(1, 2).contiguous()   # (N/16, K/4, 16, 4)
+    sum128 = (q.to(torch.int32).sum(dim=1) * 128).to(torch.int32).contiguous()
+    return Blocked(data, n, k, scale.contiguous(), sum128)
 
 
 def product(x: torch.Tensor, w: Blocked) -> torch.Tensor:
-    """x (M, K) fp32 @ a blocked (N, K) weight -> (M, N), on torch's thread count."""
-    blocks, k, _ = w.data.shape
-    if x.dim() != 2 or x.shape[1] != k or x.dtype != torch.float32:
-        raise ValueError(f"product of {tuple(x.shape)} {x.dtype} with a blocked ({w.rows}, {k}) fp32 weight")
+    """x (M, K) fp32 @ a blocked (N, K) weight -> (M, N) fp32, on torch's thread count."""
+    if x.dim() != 2 or x.shape[1] != w.k or x.dtype != torch.float32:
+        raise ValueError(f"product of {tuple(x.shape)} {x.dtype} with a blocked ({w.rows}, {w.k}) weight")
     x = x.contiguous()
-    y = torch.empty((x.shape[0], blocks * BLOCK), dtype=torch.float32)
-    library().vlm_product(w.data_ptr(), blocks * BLOCK, k, x.data_ptr(), k, x.shape[0], y.data_ptr(),
-                          blocks * BLOCK, _threads())
-    return y if w.rows == blocks * BLOCK else y[:, :w.rows].contiguous()
+    y = torch.empty((x.shape[0], w.padded_rows), dtype=torch.float32)
+    matrix = w.matrix()
+    if library().vlm_product(ctypes.byref(matrix), w.padded_rows, x.data_ptr(), w.k, x.shape[0], y.data_ptr(),
+                             w.padded_rows, _threads()) != 0:
+        raise MemoryError("the native product could not allocate its quantized input")
+    return y if w.rows == w.padded_rows else y[:, :w.rows].contiguous()
 
 
 def supports_step(config) -> bool:
@@ -136,14 +176,13 @@ class NativeStep:
         c, layers = decoder.config, decoder.layers
         if not supports_step(c):
             raise ValueError(f"the native step needs a width that is a multiple of {BLOCK}, got {c.dim}")
-        addresses = lambda tensors: (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])  # noqa: E731
-        self._arrays = [addresses([layer.wqkv for layer in layers]), addresses([layer.wo for layer in layers]),
-                        addresses([layer.w_gate_up for layer in layers]),
-                        addresses([layer.w_down for layer in layers])]
+        matrices = [w.matrix() for layer in layers for w in (layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down)]
+        self._layers = (_Matrix * len(matrices))(*matrices)
+        self._lm_head = decoder.lm_head.matrix()
         self._rotations = torch.view_as_real(decoder.rotations).contiguous()        # (P, hd/2, 2) cos, sin
         self.model = _Model(c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size,
-                            c.norm_eps * c.dim, decoder.embed.data_ptr(), decoder.lm_head.data_ptr(),
-                            *self._arrays, self._rotations.data_ptr())
+                            c.norm_eps * c.dim, decoder.embed.data_ptr(), ctypes.pointer(self._lm_head),
+                            self._layers, self._rotations.data_ptr())
         self.vocab = c.vocab_size
 
     def __call__(self, token_ids: torch.Tensor, cache) -> torch.Tensor:

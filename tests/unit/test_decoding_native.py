@@ -53,6 +53,25 @@ def test_a_product_equals_torch_for_every_row_count_and_padded_width(rows, n, k,
     torch.testing.assert_close(y, x @ w.t(), rtol=1e-5, atol=1e-4)
 
 
+def _same_scheme_int8(x, w):
+    """What the int8 kernels compute, in float64: per-row symmetric scales for weights and inputs."""
+    w_scale, x_scale = w.abs().amax(1) / 127, x.abs().amax(1) / 127
+    wq = torch.round(w / w_scale[:, None]).clamp(-127, 127).double()
+    xq = torch.round(x / x_scale[:, None]).clamp(-127, 127).double()
+    return (xq @ wq.t()).float() * w_scale[None] * x_scale[:, None]
+
+
+@pytest.mark.skipif(not native.has_int8(), reason="the int8 kernels need AVX-512 VNNI")
+@pytest.mark.parametrize("rows", [1, 3, 8, 9, 207])
+@pytest.mark.parametrize("n, k", [(16, 8), (40, 37), (96, 576)])
+def test_an_int8_product_is_exactly_its_quantization_scheme(rows, n, k, threads):
+    torch.manual_seed(rows)
+    w, x = torch.randn(n, k), torch.randn(rows, k)
+    y = native.product(x, native.block_int8(w))
+    torch.testing.assert_close(y, _same_scheme_int8(x, w), rtol=1e-6, atol=1e-5)   # int32 sums: exact
+    assert (y - x @ w.t()).abs().max() < 0.03 * (x @ w.t()).abs().max()             # and near fp32
+
+
 def test_a_product_refuses_a_wrong_shape_or_dtype():
     w = native.block(torch.randn(32, 8))
     for bad in (torch.randn(2, 9), torch.randn(8), torch.randn(2, 8, dtype=torch.float64)):
@@ -99,6 +118,28 @@ def test_the_c_step_equals_onednns_through_padding_leaving_and_joining_rows(deco
     for a, b in zip(ours_kv, their_kv):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     assert torch.equal(ours_pos, their_pos)
+
+
+@pytest.mark.skipif(not native.has_int8(), reason="the int8 kernels need AVX-512 VNNI")
+def test_the_int8_c_step_stays_as_close_to_fp32_as_fbgemms_int8(decoders, threads):
+    lm = _llama()
+    ours = LlamaDecoder.from_hf(lm, precision="int8")
+    fbgemm = LlamaDecoder.from_hf(lm, precision="int8", weight_format=device._FBGEMM_INT8)
+    assert ours.format is device._NATIVE_INT8 and ours._native is not None
+    fp32 = decoders[0]
+    torch.manual_seed(2)
+    embeds, mask = torch.randn(2, 10, 128) * 0.5, torch.ones(2, 10)
+    runs = []
+    for decoder in (ours, fbgemm, fp32):
+        cache = decoder.new_cache(2, 32)
+        logits = [decoder.prefill(embeds, mask, cache)]
+        tokens = logits[0].argmax(-1)
+        for _ in range(4):
+            logits.append(decoder.step(tokens, cache))
+            tokens = logits[-1].argmax(-1)
+        runs.append(torch.stack(logits))
+    ours_error, fbgemm_error = (runs[0] - runs[2]).abs().max(), (runs[1] - runs[2]).abs().max()
+    assert 0 < ours_error < 1.5 * fbgemm_error and ours_error < 0.05 * runs[2].abs().max()
 
 
 def test_greedy_tokens_equal_transformers_at_full_width(threads):

@@ -132,28 +132,167 @@ static void share(int count, int unit, int tid, int n, int *lo, int *hi) {
 }
 
 /* ---------------------------------------------------------------------------------------------------------
+   A matrix as the decoder holds it: fp32 blocked (scale NULL), or int8 (the opt-in precision): weights
+   quantized per output row (symmetric, scale = max |w| / 127) and each product's input per row (scale =
+   max |x| / 127), multiplied in int32 by AVX-512 VNNI's vpdpbusd (64 multiply-adds an instruction). vpdpbusd
+   takes unsigned x: x + 128 goes in and 128 * sum_k w (kept per row) comes off. int8 layout: block j holds
+   outputs 16j..16j+15 as kp/4 groups of 16 x 4 bytes, so one load is one group of 4 k's weights. */
+typedef struct {
+    const void *w;
+    const float *scale;                        /* (rows rounded up to 16,): int8 only */
+    const int32_t *sum128;                     /* 128 x each row's sum of quantized weights: int8 only */
+    int k, kp;                                 /* inputs; int8: padded to a multiple of 4 */
+} matrix;
+
+int vlm_has_int8(void) {
+#if defined(__AVX512VNNI__) && defined(__AVX512F__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* Rows of X -> x / scale rounded, + 128 (padding k's: 128, i.e. 0), and each row's scale. */
+static void quantize_rows(const float *X, int64_t ldx, int B, int K, int kp, uint8_t *out, float *xscale) {
+    for (int b = 0; b < B; b++) {
+        const float *x = X + b * ldx;
+        float top = 0;
+        for (int k = 0; k < K; k++) top = fmaxf(top, fabsf(x[k]));
+        float inverse = top > 0 ? 127.0f / top : 0;
+        uint8_t *q = out + (int64_t)b * kp;
+        for (int k = 0; k < K; k++) q[k] = (uint8_t)(128 + (int)lrintf(x[k] * inverse));
+        for (int k = K; k < kp; k++) q[k] = 128;
+        xscale[b] = top / 127.0f;
+    }
+}
+
+#if defined(__AVX512VNNI__) && defined(__AVX512F__)
+#include <immintrin.h>
+
+INLINE void tile_q8(const matrix *mat, const uint8_t *X, const float *xscale, float *Y, int64_t ldy, int j0, int NB,
+                    int RB, const float *scale, int add) {
+    __m512i acc[4][8];
+    int groups = mat->kp / 4;
+    for (int j = 0; j < NB; j++)
+        for (int b = 0; b < RB; b++) acc[j][b] = _mm512_setzero_si512();
+    const int8_t *w = (const int8_t *)mat->w + (int64_t)j0 * groups * 64;
+    for (int g = 0; g < groups; g++) {
+        __m512i wv[4];
+        for (int j = 0; j < NB; j++) wv[j] = _mm512_loadu_si512(w + ((int64_t)j * groups + g) * 64);
+        for (int b = 0; b < RB; b++) {
+            int32_t four;
+            memcpy(&four, X + (int64_t)b * mat->kp + 4 * g, 4);
+            __m512i xb = _mm512_set1_epi32(four);
+            for (int j = 0; j < NB; j++) acc[j][b] = _mm512_dpbusd_epi32(acc[j][b], xb, wv[j]);
+        }
+    }
+    for (int j = 0; j < NB; j++) {
+        int o = (j0 + j) * 16;
+        __m512 ws = _mm512_loadu_ps(mat->scale + o);
+        __m512i sum = _mm512_loadu_si512(mat->sum128 + o);
+        for (int b = 0; b < RB; b++) {
+            __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[j][b], sum)), ws);
+            r = _mm512_mul_ps(r, _mm512_set1_ps(xscale[b] * (scale ? scale[b] : 1.0f)));
+            float *y = Y + b * ldy + o;
+            if (add) r = _mm512_add_ps(r, _mm512_loadu_ps(y));
+            _mm512_storeu_ps(y, r);
+        }
+    }
+}
+
+#define TILES_Q8(NB, RB)                                                                                       \
+    {                                                                                                          \
+        int j = j0;                                                                                            \
+        for (; j + NB <= j1; j += NB) tile_q8(mat, X, xscale, Y, ldy, j, NB, RB, scale, add);                 \
+        for (; j < j1; j++) tile_q8(mat, X, xscale, Y, ldy, j, 1, RB, scale, add);                           \
+    }
+
+static void rows8_q8(const matrix *mat, const uint8_t *X, const float *xscale, int rows, float *Y, int64_t ldy,
+                     int j0, int j1, const float *scale, int add) {
+    switch (rows) {
+    case 1: TILES_Q8(4, 1) break;
+    case 2: TILES_Q8(4, 2) break;
+    case 3: TILES_Q8(4, 3) break;
+    case 4: TILES_Q8(3, 4) break;
+    case 5: TILES_Q8(2, 5) break;
+    case 6: TILES_Q8(2, 6) break;
+    case 7: TILES_Q8(2, 7) break;
+    default: TILES_Q8(2, 8) break;
+    }
+}
+
+/* X already quantized (B rows of kp bytes). */
+static void product_q8(const matrix *mat, const uint8_t *X, const float *xscale, int B, float *Y, int64_t ldy,
+                       int j0, int j1, const float *scale, int add) {
+    if (B <= 8) {
+        rows8_q8(mat, X, xscale, B, Y, ldy, j0, j1, scale, add);
+        return;
+    }
+    for (int j = j0; j < j1; j += 3) {
+        int je = j + 3 < j1 ? j + 3 : j1;
+        for (int b = 0; b < B; b += 8)
+            rows8_q8(mat, X + (int64_t)b * mat->kp, xscale + b, B - b < 8 ? B - b : 8, Y + b * ldy, ldy, j, je,
+                     scale ? scale + b : 0, add);
+    }
+}
+#else
+static void product_q8(const matrix *mat, const uint8_t *X, const float *xscale, int B, float *Y, int64_t ldy,
+                       int j0, int j1, const float *scale, int add) {
+    (void)mat, (void)X, (void)xscale, (void)B, (void)Y, (void)ldy, (void)j0, (void)j1, (void)scale, (void)add;
+    abort();                                   /* Python asks vlm_has_int8() first */
+}
+#endif
+
+/* Y = X @ W^T over blocks [j0, j1) in the matrix's format; int8 quantizes X into `bytes` (B x kp) first. */
+static void apply(const matrix *mat, const float *X, int64_t ldx, int B, float *Y, int64_t ldy, int j0, int j1,
+                  const float *scale, int add, uint8_t *bytes, float *xscale) {
+    if (!mat->scale) {
+        product(mat->w, mat->k, X, ldx, B, Y, ldy, j0, j1, scale, add);
+        return;
+    }
+    quantize_rows(X, ldx, B, mat->k, mat->kp, bytes, xscale);
+    product_q8(mat, bytes, xscale, B, Y, ldy, j0, j1, scale, add);
+}
+
+/* ---------------------------------------------------------------------------------------------------------
    A product on its own (prefill's, and the torch-driven path's): Y = X @ W^T, (B, K) -> (B, N), N a
    multiple of 16. */
 typedef struct {
-    const float *W;
-    int K, N, B;
+    const matrix *mat;
+    int N, B;
     const float *X;
     int64_t ldx;
     float *Y;
     int64_t ldy;
+    const uint8_t *bytes;                      /* int8: X quantized */
+    const float *xscale;
 } product_args;
 
 static void product_job(void *p, int tid, int n) {
     product_args *a = p;
     int lo, hi;
     share(a->N / 16, 1, tid, n, &lo, &hi);
-    product(a->W, a->K, a->X, a->ldx, a->B, a->Y, a->ldy, lo, hi, 0, 0);
+    if (a->mat->scale) product_q8(a->mat, a->bytes, a->xscale, a->B, a->Y, a->ldy, lo, hi, 0, 0);
+    else product(a->mat->w, a->mat->k, a->X, a->ldx, a->B, a->Y, a->ldy, lo, hi, 0, 0);
 }
 
-void vlm_product(const float *W, int N, int K, const float *X, int64_t ldx, int B, float *Y, int64_t ldy,
-                 int threads) {
-    product_args a = {W, K, N, B, X, ldx, Y, ldy};
+/* 0, or -1 when out of memory (int8's quantized input). */
+int vlm_product(const matrix *mat, int N, const float *X, int64_t ldx, int B, float *Y, int64_t ldy, int threads) {
+    product_args a = {mat, N, B, X, ldx, Y, ldy, 0, 0};
+    uint8_t *bytes = 0;
+    float *xscale = 0;
+    if (mat->scale) {
+        bytes = malloc((size_t)B * mat->kp), xscale = malloc((size_t)B * sizeof(float));
+        if (!bytes || !xscale) {
+            free(bytes), free(xscale);
+            return -1;
+        }
+        quantize_rows(X, ldx, B, mat->k, mat->kp, bytes, xscale);
+        a.bytes = bytes, a.xscale = xscale;
+    }
     run(product_job, &a, threads);
+    free(bytes), free(xscale);
+    return 0;
 }
 
 static inline int padded(int n) { return (n + 15) / 16 * 16; }       /* a blocked matrix's rows */
@@ -167,8 +306,8 @@ typedef struct {
     int dim, n_layers, n_heads, n_kv_heads, head_dim, hidden, vocab;
     float eps_d;                               /* norm eps x dim: x * rsqrt(sum(x^2) + eps D) */
     const float *embed;                        /* (V, D) row-major */
-    const float *lm_head;                      /* blocked (V, D) */
-    const float *const *wqkv, *const *wo, *const *w_gate_up, *const *w_down;   /* blocked, per layer */
+    const matrix *lm_head;
+    const matrix *layers;                      /* per layer: qkv, o, gate_up, down */
     const float *rotations;                    /* (positions, hd/2) complex: cos, sin */
 } model;
 
@@ -183,7 +322,9 @@ typedef struct {
     int64_t bias_stride;
     float *logits;                             /* (B, V) */
     /* scratch */
-    float *x, *qkv, *att, *gate_up, *h, *inv_rms, *scores;
+    float *x, *qkv, *att, *gate_up, *h, *inv_rms, *scores, *xscale;
+    uint8_t *bytes;                            /* int8: each thread's quantized input, B x max_k bytes */
+    int max_k;
 } step_args;
 
 /* 1 / rms per row, up to the sqrt(D) the matrices hold: rsqrt(sum(x^2) + eps D). Every thread computes it
@@ -298,23 +439,26 @@ static void step_job(void *p, int tid, int n) {
     int B = a->B, D = m->dim, H = m->n_heads, KV = m->n_kv_heads, hd = m->head_dim, I = m->hidden;
     int qkv_ld = padded((H + 2 * KV) * hd), gu_ld = padded(2 * I), lo, hi;
     float *inv_rms = a->inv_rms + tid * B, *scores = a->scores + (int64_t)tid * (a->column - a->start + 1);
+    float *xscale = a->xscale + tid * B;
+    uint8_t *bytes = a->bytes + (int64_t)tid * B * a->max_k;
     if (tid == 0)
         for (int b = 0; b < B; b++) memcpy(a->x + (int64_t)b * D, m->embed + a->tokens[b] * D, D * sizeof(float));
     barrier(n);
     for (int layer = 0; layer < m->n_layers; layer++) {
+        const matrix *mats = m->layers + 4 * layer;
         inverse_rms(a->x, B, D, m->eps_d, inv_rms);
         share(qkv_ld / 16, 1, tid, n, &lo, &hi);
-        product(m->wqkv[layer], D, a->x, D, B, a->qkv, qkv_ld, lo, hi, inv_rms, 0);
+        apply(&mats[0], a->x, D, B, a->qkv, qkv_ld, lo, hi, inv_rms, 0, bytes, xscale);
         barrier(n);
         share(B * KV, 1, tid, n, &lo, &hi);
         for (int i = lo; i < hi; i++) attend(a, layer, i / KV, i % KV, scores);
         barrier(n);
         share(D / 16, 1, tid, n, &lo, &hi);
-        product(m->wo[layer], H * hd, a->att, H * hd, B, a->x, D, lo, hi, 0, 1);
+        apply(&mats[1], a->att, H * hd, B, a->x, D, lo, hi, 0, 1, bytes, xscale);
         barrier(n);
         inverse_rms(a->x, B, D, m->eps_d, inv_rms);
         share(gu_ld / 16, 1, tid, n, &lo, &hi);
-        product(m->w_gate_up[layer], D, a->x, D, B, a->gate_up, gu_ld, lo, hi, inv_rms, 0);
+        apply(&mats[2], a->x, D, B, a->gate_up, gu_ld, lo, hi, inv_rms, 0, bytes, xscale);
         barrier(n);
         share(I, 16, tid, n, &lo, &hi);                       /* h = silu(gate) * up */
         for (int b = 0; b < B; b++) {
@@ -329,12 +473,12 @@ static void step_job(void *p, int tid, int n) {
         }
         barrier(n);
         share(D / 16, 1, tid, n, &lo, &hi);
-        product(m->w_down[layer], I, a->h, I, B, a->x, D, lo, hi, 0, 1);
+        apply(&mats[3], a->h, I, B, a->x, D, lo, hi, 0, 1, bytes, xscale);
         barrier(n);
     }
     inverse_rms(a->x, B, D, m->eps_d, inv_rms);
     share(padded(m->vocab) / 16, 1, tid, n, &lo, &hi);
-    product(m->lm_head, D, a->x, D, B, a->logits, padded(m->vocab), lo, hi, inv_rms, 0);
+    apply(m->lm_head, a->x, D, B, a->logits, padded(m->vocab), lo, hi, inv_rms, 0, bytes, xscale);
 }
 
 /* One decode step for B rows: logits (B, V rounded up to 16); the model's dim must be a multiple of 16. Writes each row's key/value at `column`. 0, or -1 when out of
@@ -345,9 +489,11 @@ int vlm_step(const model *m, int B, const int64_t *tokens, const int64_t *positi
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     int D = m->dim, I = m->hidden, H = m->n_heads, hd = m->head_dim, width = column - start + 1;
-    int qkv_ld = padded((H + 2 * m->n_kv_heads) * hd), gu_ld = padded(2 * I);
-    int64_t floats = (int64_t)B * (D + qkv_ld + H * hd + gu_ld + I) + (int64_t)MAX_THREADS * B
-                     + (int64_t)MAX_THREADS * width;
+    int qkv_ld = padded((H + 2 * m->n_kv_heads) * hd), gu_ld = padded(2 * I), max_k = 0;
+    for (int i = 0; i < 4 * m->n_layers; i++) max_k = m->layers[i].kp > max_k ? m->layers[i].kp : max_k;
+    max_k = m->lm_head->kp > max_k ? m->lm_head->kp : max_k;
+    int64_t floats = (int64_t)B * (D + qkv_ld + H * hd + gu_ld + I) + (int64_t)MAX_THREADS * B * 2
+                     + (int64_t)MAX_THREADS * width + (int64_t)MAX_THREADS * B * (max_k / 4 + 1);
     float *scratch = aligned_alloc(64, ((floats * sizeof(float) + 63) / 64) * 64);
     if (!scratch) return -1;
     step_args a = {m, B, tokens, positions, kv, row_stride, head_stride, start, column, bias, bias_stride, logits};
@@ -357,7 +503,10 @@ int vlm_step(const model *m, int B, const int64_t *tokens, const int64_t *positi
     a.gate_up = a.att + (int64_t)B * H * hd;
     a.h = a.gate_up + (int64_t)B * gu_ld;
     a.inv_rms = a.h + (int64_t)B * I;
-    a.scores = a.inv_rms + (int64_t)MAX_THREADS * B;
+    a.xscale = a.inv_rms + (int64_t)MAX_THREADS * B;
+    a.scores = a.xscale + (int64_t)MAX_THREADS * B;
+    a.bytes = (uint8_t *)(a.scores + (int64_t)MAX_THREADS * width);
+    a.max_k = max_k;
     run(step_job, &a, threads);
     free(scratch);
     return 0;
