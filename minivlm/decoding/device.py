@@ -2,8 +2,9 @@
 one code path on the CPU and on CUDA.
 
 - Weight formats: how a matrix is packed at load and multiplied every step, and the dtype of activations and
-  the KV cache. The CPU's bf16 and int8 are oneDNN / fbgemm kernels that keep activations fp32; on CUDA bf16
-  is bf16 throughout (weights, activations, cache), the format tensor cores are fast in; int8 is CPU-only.
+  the KV cache. The CPU's fp32 and int8 are our own C kernels (`minivlm.decoding.native`; oneDNN / fbgemm
+  where they cannot build), its bf16 oneDNN's, all keeping activations fp32; on CUDA bf16 is bf16 throughout
+  (weights, activations, cache), the format tensor cores are fast in; int8 is CPU-only.
 - The default precision: "auto" is fp32 on the CPU (HF's greedy tokens exactly; bf16 pays there only at
   batch >= 4) and bf16 on CUDA (half the bytes per step, and a GPU's fp32 matmuls are its slow path).
 - Prefill's own CUDA stream, so a prompt's kernels queue beside the live rows' decode steps, not behind them.

@@ -23,14 +23,15 @@ doubles), and a prompt longer than the window's history slides it right first.
 For the single query of a step, F.scaled_dot_product_attention beat matmul + softmax + matmul (measured
 0.09 vs 0.1 ms per layer at batch 1, 0.5 vs 0.85 ms at batch 8).
 
-Precision: "fp32" (default) matches HF to ~1e-5 in the logits, so greedy tokens are HF's; on the CPU its
-matrices are packed once into oneDNN's blocked layout and multiplied by oneDNN's kernel, which streams them
-~2.4x faster than torch.matmul on a plain matrix (`minivlm.decoding.device`). On the CPU "bf16"
-and "int8" are opt-in weight formats (oneDNN-packed bf16; fbgemm int8 with per-channel weight scales and
-dynamically quantized activations, through torch's deprecated quantized-tensor ops); activations, norms and
-the KV cache stay fp32. Measured here: int8 halves the batch-1 step; bf16 pays only at batch >= 4 and in
-prefill (AMX), its batch-1 matrix-vector products are not faster than fp32's. `python -m
-vlm_tools.bench.decode_step` measures their speed and their top-1 agreement with fp32.
+Precision: "fp32" (default) matches HF to ~1e-5 in the logits, so greedy tokens are HF's. On the CPU a
+decode step is one call into our own C kernels (`minivlm.decoding.native`: weights blocked 16 outputs at a
+time for few rows, the whole step in C, ~1.4x faster than oneDNN's kernels with PyTorch around them, faster
+than llama.cpp at batch 1 and 8), and prefill multiplies by the same blocked weights; without a C compiler the
+matrices are packed into oneDNN's layout instead (`minivlm.decoding.device`). On the CPU "bf16" and "int8" are
+opt-in weight formats (oneDNN-packed bf16; int8 with per-row weight and input scales, our VNNI kernels where
+the CPU has them, else fbgemm through torch's deprecated quantized-tensor ops); activations, norms and the KV
+cache stay fp32. `python -m vlm_tools.bench.decode_step` measures their speed and their top-1 agreement with
+fp32.
 
 Devices: the same code runs on CUDA; every tensor is made on the weights' device, and what differs per device
 (the weight formats, where CUDA's bf16 is bf16 throughout, the cache included; the default precision; prefill's

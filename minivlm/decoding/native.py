@@ -191,8 +191,10 @@ class NativeStep:
         tokens = token_ids.to(torch.long).contiguous()
         positions = cache.positions[:B].contiguous()
         kv = cache.kv[0]
-        if not (kv.is_contiguous() and cache.bias.is_contiguous()):
-            raise ValueError("the native step needs a contiguous cache")
+        if not (kv.is_contiguous() and cache.bias.is_contiguous()) or kv.dtype != torch.float32:
+            raise ValueError("the native step needs a contiguous fp32 cache")
+        if B and not 0 <= int(tokens.min()) <= int(tokens.max()) < self.vocab:      # C would read past the table
+            raise ValueError(f"token ids must be in [0, {self.vocab}), got {tokens.tolist()}")
         pointers = (ctypes.c_void_p * len(cache.kv))(*[layer.data_ptr() for layer in cache.kv])
         logits = torch.empty((B, -(-self.vocab // BLOCK) * BLOCK), dtype=torch.float32)
         status = library().vlm_step(ctypes.byref(self.model), B, tokens.data_ptr(), positions.data_ptr(), pointers,

@@ -79,6 +79,16 @@ def test_a_product_refuses_a_wrong_shape_or_dtype():
             native.product(bad, w)
 
 
+def test_the_c_step_refuses_a_token_outside_the_vocabulary(decoders):
+    ours = decoders[0]
+    cache = ours.new_cache(1, 8)
+    ours.prefill(torch.randn(1, 3, 128), torch.ones(1, 3), cache)
+    for bad in (465, -1):
+        with pytest.raises(ValueError, match=r"token ids must be in \[0, 465\)"):
+            ours.step(torch.tensor([bad]), cache)
+    assert ours.step(torch.tensor([464]), cache).shape == (1, 465)
+
+
 def _steps(decoder, cache, tokens, n):
     out = []
     for _ in range(n):

@@ -1,4 +1,4 @@
-/* The CPU fp32 decoder's matrix products and its whole decode step, in C.
+/* The CPU decoder's matrix products and its whole decode step, in C (fp32, and int8 on AVX-512 VNNI).
 
    Why: a decode step streams every weight once (538 MB at full size) and does little else. oneDNN reads a
    step's small matrices at ~10-13 GB/s on one core here, and PyTorch adds ~420 small kernels a step around
@@ -15,8 +15,8 @@
    Threads: the step runs as one parallel region, each thread on its share of every product's blocks (and of
    the attention's rows x KV heads), with a barrier between phases, as llama.cpp does (OpenMP: below).
 
-   Arithmetic: fp32 throughout; sums run in another order than oneDNN's, so results differ by float rounding
-   only (~1e-6 relative). */
+   Arithmetic: fp32 throughout (int8: below); sums run in another order than oneDNN's, so results differ by
+   float rounding only (~1e-6 relative). */
 #include <math.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -63,18 +63,21 @@ INLINE void tile(const float *W, int K, const float *X, int64_t ldx, float *Y, i
     }
 
 /* Up to 8 rows; the tile shapes keep <= 16 accumulators (measured: 4 blocks at batch 1 reads fastest). */
+#define BY_ROWS(TILES_OF)                                                                                      \
+    switch (rows) {                                                                                            \
+    case 1: TILES_OF(4, 1) break;                                                                              \
+    case 2: TILES_OF(4, 2) break;                                                                              \
+    case 3: TILES_OF(4, 3) break;                                                                              \
+    case 4: TILES_OF(3, 4) break;                                                                              \
+    case 5: TILES_OF(2, 5) break;                                                                              \
+    case 6: TILES_OF(2, 6) break;                                                                              \
+    case 7: TILES_OF(2, 7) break;                                                                              \
+    default: TILES_OF(2, 8) break;                                                                             \
+    }
+
 static void rows8(const float *W, int K, const float *X, int64_t ldx, int rows, float *Y, int64_t ldy, int j0,
                   int j1, const float *scale, int add) {
-    switch (rows) {
-    case 1: TILES(4, 1) break;
-    case 2: TILES(4, 2) break;
-    case 3: TILES(4, 3) break;
-    case 4: TILES(3, 4) break;
-    case 5: TILES(2, 5) break;
-    case 6: TILES(2, 6) break;
-    case 7: TILES(2, 7) break;
-    default: TILES(2, 8) break;
-    }
+    BY_ROWS(TILES)
 }
 
 /* Y (B, ldy) = X (B, ldx) @ W^T over blocks [j0, j1). With more than 8 rows, three blocks' weights (~110 KB
@@ -209,16 +212,7 @@ INLINE void tile_q8(const matrix *mat, const uint8_t *X, const float *xscale, fl
 
 static void rows8_q8(const matrix *mat, const uint8_t *X, const float *xscale, int rows, float *Y, int64_t ldy,
                      int j0, int j1, const float *scale, int add) {
-    switch (rows) {
-    case 1: TILES_Q8(4, 1) break;
-    case 2: TILES_Q8(4, 2) break;
-    case 3: TILES_Q8(4, 3) break;
-    case 4: TILES_Q8(3, 4) break;
-    case 5: TILES_Q8(2, 5) break;
-    case 6: TILES_Q8(2, 6) break;
-    case 7: TILES_Q8(2, 7) break;
-    default: TILES_Q8(2, 8) break;
-    }
+    BY_ROWS(TILES_Q8)
 }
 
 /* X already quantized (B rows of kp bytes). */
