@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # System libraries the local tooling needs that PyPI cannot provide.
 # perf_analyzer (from the tritonclient wheel) links libb64.so.0d, which only Debian's libb64-0d ships.
+# gcc (with libc6-dev): the C libraries built on first use, the CPU decoder's kernels (minivlm/decoding/native/,
+# OpenMP included) and the admin-key preload (minivlm/server/secret_argv.py).
 # Idempotent: does nothing when every package is already installed.
 set -euo pipefail
 
-PACKAGES=(libb64-0d)
+PACKAGES=(libb64-0d gcc libc6-dev)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -20,7 +20,7 @@ PACKAGES = {"vlm_client": ROOT / "client" / "vlm_client", "minivlm": ROOT / "min
 # Bottom to top: an area imports its own modules and areas of lower layers only.
 LAYERS = (
     ("vlm_client",),
-    ("minivlm.errors", "minivlm.onnx_sessions"),
+    ("minivlm.errors", "minivlm.onnx_sessions", "minivlm.c_library"),
     ("minivlm.processing",),
     ("minivlm.decoding", "minivlm.routing"),
     ("minivlm.model",),
