@@ -31,7 +31,7 @@ class WeightFormat:
     matmul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]       # x (N, in) -> (N, out), in `dtype`
     dtype: torch.dtype            # activations, the residual stream and the KV cache
     fused_add: bool               # `matmul` is torch.matmul: x += a @ w is one addmm_ kernel
-    native_step: bool = False     # a decode step is one call into `minivlm.decoding.native` (CPU fp32)
+    native_step: bool = False     # a decode step is one call into `minivlm.decoding.native` (CPU)
 
 
 def _pack_int8(w: torch.Tensor) -> torch.Tensor:
@@ -66,10 +66,9 @@ _FP32 = WeightFormat("fp32", _transposed, torch.matmul, torch.float32, fused_add
 _ONEDNN_FP32 = (WeightFormat("fp32", _onednn_packed, _onednn_linear, torch.float32, fused_add=False)
                 if torch.backends.mkldnn.is_available() else _FP32)
 # Faster still: our own kernels (`minivlm.decoding.native`, compiled here on first use) on a layout for few
-# rows, and the whole decode step in one C call: against oneDNN's format, one thread, 1.3x faster per step at
-# batch 1 and 8, prefill equal (docs/benchmarks.md). The same arithmetic up to float rounding.
+# rows, and the whole decode step in one C call: against oneDNN's format, one thread, a step 1.4x faster at
+# batch 1 and 1.2x at batch 8, prefill equal (docs/benchmarks.md). The same arithmetic up to float rounding.
 _NATIVE_FP32 = WeightFormat("fp32", native.block, native.product, torch.float32, fused_add=False, native_step=True)
-
 
 _FBGEMM_INT8 = WeightFormat("int8", _pack_int8, torch.ops.quantized.linear_dynamic, torch.float32, fused_add=False)
 # int8 on AVX-512 VNNI: our own kernels too (per-row weight and input scales, int32 sums), the step in C.
