@@ -103,7 +103,7 @@ static void product(const float *W, int K, const float *X, int64_t ldx, int B, f
    Threads: OpenMP, so a product or a step runs on the same thread pool as torch's kernels. torch's wheel
    brings its own libgomp.so.1 and this library, loaded after torch, binds to that one; a pool of our own
    would compete for the cores with torch's OpenMP threads, which spin for a while after every kernel (a
-   2-thread prefill took 1.8x as long that way). */
+   2-thread prefill took 1.9x as long that way). */
 typedef void (*job_fn)(void *arg, int tid, int n);
 
 static void run(job_fn job, void *arg, int threads) {
@@ -344,7 +344,8 @@ typedef float v8 __attribute__((vector_size(32)));
 typedef float v4 __attribute__((vector_size(16)));
 
 INLINE float hsum(v16 v) {
-    v8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    v8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
+           + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
     v4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
     return (q[0] + q[2]) + (q[1] + q[3]);
 }
@@ -475,8 +476,8 @@ static void step_job(void *p, int tid, int n) {
     apply(m->lm_head, a->x, D, B, a->logits, padded(m->vocab), lo, hi, inv_rms, 0, bytes, xscale);
 }
 
-/* One decode step for B rows: logits (B, V rounded up to 16); the model's dim must be a multiple of 16. Writes each row's key/value at `column`. 0, or -1 when out of
-   memory for scratch. */
+/* One decode step for B rows: logits (B, V rounded up to 16); the model's dim must be a multiple of 16.
+   Writes each row's key/value at `column`. 0, or -1 when out of memory for scratch. */
 int vlm_step(const model *m, int B, const int64_t *tokens, const int64_t *positions, float *const *kv,
              int64_t row_stride, int64_t head_stride, int start, int column, const float *bias, int64_t bias_stride,
              float *logits, int threads) {
@@ -484,10 +485,14 @@ int vlm_step(const model *m, int B, const int64_t *tokens, const int64_t *positi
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     int D = m->dim, I = m->hidden, H = m->n_heads, hd = m->head_dim, width = column - start + 1;
     int qkv_ld = padded((H + 2 * m->n_kv_heads) * hd), gu_ld = padded(2 * I), max_k = 0;
-    for (int i = 0; i < 4 * m->n_layers; i++) max_k = m->layers[i].kp > max_k ? m->layers[i].kp : max_k;
-    max_k = m->lm_head->kp > max_k ? m->lm_head->kp : max_k;
-    int64_t floats = (int64_t)B * (D + qkv_ld + H * hd + gu_ld + I) + (int64_t)MAX_THREADS * B * 2
-                     + (int64_t)MAX_THREADS * width + (int64_t)MAX_THREADS * B * (max_k / 4 + 1);
+    /* int8 matrices quantize their input into per-thread bytes; fp32 ones need none */
+    for (int i = 0; i <= 4 * m->n_layers; i++) {
+        const matrix *mat = i < 4 * m->n_layers ? &m->layers[i] : m->lm_head;
+        if (mat->scale && mat->kp > max_k) max_k = mat->kp;
+    }
+    /* per-thread areas for the threads asked for: OpenMP never runs more than num_threads */
+    int64_t floats = (int64_t)B * (D + qkv_ld + H * hd + gu_ld + I) + (int64_t)threads * (2 * B + width)
+                     + ((int64_t)threads * B * max_k + 3) / 4;
     float *scratch = aligned_alloc(64, ((floats * sizeof(float) + 63) / 64) * 64);
     if (!scratch) return -1;
     step_args a = {m, B, tokens, positions, kv, row_stride, head_stride, start, column, bias, bias_stride, logits};
@@ -497,9 +502,9 @@ int vlm_step(const model *m, int B, const int64_t *tokens, const int64_t *positi
     a.gate_up = a.att + (int64_t)B * H * hd;
     a.h = a.gate_up + (int64_t)B * gu_ld;
     a.inv_rms = a.h + (int64_t)B * I;
-    a.xscale = a.inv_rms + (int64_t)MAX_THREADS * B;
-    a.scores = a.xscale + (int64_t)MAX_THREADS * B;
-    a.bytes = (uint8_t *)(a.scores + (int64_t)MAX_THREADS * width);
+    a.xscale = a.inv_rms + (int64_t)threads * B;
+    a.scores = a.xscale + (int64_t)threads * B;
+    a.bytes = (uint8_t *)(a.scores + (int64_t)threads * width);
     a.max_k = max_k;
     run(step_job, &a, threads);
     free(scratch);
